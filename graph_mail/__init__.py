@@ -1,0 +1,73 @@
+"""graph_mail: send RFC 5322 messages through Microsoft Graph on behalf of a mailbox.
+
+Pure Python (never imports odoo). See docs/architecture.md for the contract.
+"""
+
+from __future__ import annotations
+
+from .auth import (
+    DEFAULT_DELEGATED_SCOPES,
+    AuthMode,
+    DelegatedAuthFlow,
+    MailboxCredentials,
+    TokenProvider,
+    TokenSet,
+)
+from .client import CallRecord, GraphMailClient, SendResult
+from .clouds import Cloud, resolve_cloud
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    GraphApiError,
+    GraphMailError,
+    InvalidGrantError,
+    MailboxNotFound,
+    MessageRejected,
+    MessageTooLarge,
+    MimeConversionError,
+    PermissionDenied,
+    ServiceUnavailable,
+    Throttled,
+    TransportError,
+)
+from .message import Envelope
+from .redaction import RedactingFilter, install_log_redaction, redact, register_secret
+from .retry import RetryPolicy
+from .transport import Timeouts, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_DELEGATED_SCOPES",
+    "AuthMode",
+    "AuthenticationError",
+    "CallRecord",
+    "Cloud",
+    "ConfigurationError",
+    "DelegatedAuthFlow",
+    "Envelope",
+    "GraphApiError",
+    "GraphMailClient",
+    "GraphMailError",
+    "InvalidGrantError",
+    "MailboxCredentials",
+    "MailboxNotFound",
+    "MessageRejected",
+    "MessageTooLarge",
+    "MimeConversionError",
+    "PermissionDenied",
+    "RedactingFilter",
+    "RetryPolicy",
+    "SendResult",
+    "ServiceUnavailable",
+    "Throttled",
+    "Timeouts",
+    "TokenProvider",
+    "TokenSet",
+    "Transport",
+    "TransportError",
+    "install_log_redaction",
+    "redact",
+    "register_secret",
+    "resolve_cloud",
+]

@@ -1,0 +1,124 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+import logging
+from datetime import timedelta
+
+from odoo import api, fields, models
+
+_logger = logging.getLogger(__name__)
+
+
+class MailGraphApiLog(models.Model):
+    """One row per Microsoft Graph or identity call worth keeping. Nothing secret is ever stored here."""
+
+    _name = "mail.graph.api.log"
+    _description = "Microsoft Graph API Log"
+    _order = "id desc"
+    _rec_name = "operation"
+
+    mail_server_id = fields.Many2one("ir.mail_server", "Mail Server", index=True, ondelete="cascade", readonly=True)
+    message_id = fields.Char("Message-ID", index=True, readonly=True)
+    mail_id = fields.Many2one("mail.mail", "Mail", compute="_compute_mail_id")
+    operation = fields.Char(required=True, readonly=True, help="e.g. sendMail, createDraft, upload, token")
+    method = fields.Char(readonly=True)
+    path = fields.Char(readonly=True)
+    http_status = fields.Integer("HTTP Status", readonly=True)
+    code = fields.Char("Microsoft Code", readonly=True, help="Graph error code or AADSTS code")
+    request_id = fields.Char("request-id", readonly=True)
+    client_request_id = fields.Char("client-request-id", readonly=True)
+    duration_ms = fields.Integer("Duration (ms)", readonly=True)
+    request_bytes = fields.Integer("Size (bytes)", readonly=True)
+    attempt = fields.Integer(readonly=True, default=1)
+    outcome = fields.Selection(
+        [("ok", "OK"), ("retry", "Retried"), ("error", "Error"), ("fallback", "Sent by SMTP fallback")],
+        readonly=True,
+        required=True,
+    )
+    message = fields.Char("Details", readonly=True)
+
+    def _compute_mail_id(self):
+        ids = [log.message_id for log in self if log.message_id]
+        mails = self.env["mail.mail"].sudo().search([("message_id", "in", ids)]) if ids else self.env["mail.mail"]
+        by_message_id = {mail.message_id: mail.id for mail in mails}
+        for log in self:
+            log.mail_id = by_message_id.get(log.message_id, False)
+
+    @api.model
+    def _write_rows(self, rows):
+        """Write through a cursor of our own: the rows survive a rollback of the sending transaction."""
+        if not rows:
+            return
+        try:
+            with self.env.registry.cursor() as cr:
+                self.env(cr=cr, su=True)[self._name].create(rows)
+        except Exception:
+            # A log must never make a mail fail; the _logger line below still tells the story.
+            _logger.exception("Could not write Microsoft Graph log rows")
+
+    @api.model
+    def _record_calls(self, server, calls, message_id=None, error=None):
+        rows = []
+        for call in calls:
+            rows.append(
+                {
+                    "mail_server_id": server.id,
+                    "message_id": message_id,
+                    "operation": call.operation,
+                    "method": call.method,
+                    "path": call.path,
+                    "http_status": call.status or 0,
+                    "code": call.graph_code,
+                    "request_id": call.request_id,
+                    "client_request_id": call.client_request_id,
+                    "duration_ms": int(call.duration_ms or 0),
+                    "request_bytes": int(call.request_bytes or 0),
+                    "attempt": call.attempt,
+                    "outcome": call.outcome,
+                    "message": (call.message or "")[:500] or False,
+                }
+            )
+            _logger.info(
+                "Graph %s %s -> %s %s (request-id %s, client-request-id %s, %d ms, attempt %s) for %s",
+                call.method,
+                call.operation,
+                call.status,
+                call.graph_code or "",
+                call.request_id,
+                call.client_request_id,
+                call.duration_ms or 0,
+                call.attempt,
+                message_id or "-",
+            )
+        self._write_rows(rows)
+
+    @api.model
+    def _record_fallback(self, server, message_id, graph_error, smtp_error):
+        ok = smtp_error is None
+        text = f"Graph failed before sending ({graph_error.code or type(graph_error).__name__}); " + (
+            "sent by SMTP" if ok else f"SMTP failed too: {smtp_error}"
+        )
+        _logger.info("Mail %s: %s", message_id, text)
+        self._write_rows(
+            [
+                {
+                    "mail_server_id": server.id,
+                    "message_id": message_id,
+                    "operation": "smtp_fallback",
+                    "outcome": "fallback" if ok else "error",
+                    "code": graph_error.code,
+                    "request_id": graph_error.request_id,
+                    "message": text[:500],
+                }
+            ]
+        )
+
+    @api.model
+    def _gc_old_logs(self):
+        days = int(self.env["ir.config_parameter"].sudo().get_param("mail_graph_api.log_retention_days", 30))
+        if days <= 0:
+            return 0
+        limit = fields.Datetime.now() - timedelta(days=days)
+        old = self.sudo().search([("create_date", "<", limit)])
+        count = len(old)
+        old.unlink()
+        _logger.info("Removed %d Microsoft Graph log rows older than %d days", count, days)
+        return count

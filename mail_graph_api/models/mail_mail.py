@@ -1,0 +1,35 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+from odoo import models
+
+from ..session import pop_outcome
+
+
+class MailMail(models.Model):
+    _inherit = "mail.mail"
+
+    def _postprocess_sent_message(self, success_pids, failure_reason=False, failure_type=None):
+        """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued."""
+        retry = self.browse()
+        for mail in self.filtered(lambda m: m.state == "exception" and m.message_id):
+            outcome = pop_outcome(mail.message_id)
+            if not outcome:
+                continue
+            if outcome.retryable:
+                retry |= mail
+                mail.write({"state": "outgoing", "failure_type": False, "failure_reason": outcome.reason})
+                continue
+            mail.write({"failure_type": outcome.failure_type, "failure_reason": outcome.reason})
+            if len(self) == 1:
+                failure_type, failure_reason = outcome.failure_type, outcome.reason
+        if retry:
+            # Nothing went out: back to the queue for the next cron run, notifications back to "ready".
+            self.env["mail.notification"].sudo().search(
+                [("mail_mail_id", "in", retry.ids), ("notification_status", "=", "exception")]
+            ).write({"notification_status": "ready", "failure_type": False, "failure_reason": False})
+            remaining = self - retry
+            if not remaining:
+                return True
+            return super(MailMail, remaining)._postprocess_sent_message(
+                success_pids, failure_reason=failure_reason, failure_type=failure_type
+            )
+        return super()._postprocess_sent_message(success_pids, failure_reason=failure_reason, failure_type=failure_type)

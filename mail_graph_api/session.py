@@ -1,0 +1,189 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""The virtual SMTP session Odoo gets from ``connect()`` for a Graph server.
+
+``mail.mail.send()`` opens one session per batch, hands it to ``send_email()`` for every mail and calls
+``quit()`` at the end, exactly as with ``smtplib.SMTP``: the batch shares one Graph client, hence one pooled
+HTTP session and one access token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from odoo import _
+from odoo.addons.base.models.ir_mail_server import MailDeliveryException
+
+from graph_mail import (
+    Envelope,
+    GraphMailClient,
+    GraphMailError,
+    InvalidGrantError,
+    MessageRejected,
+    RetryPolicy,
+    Throttled,
+    Timeouts,
+)
+
+from . import compat
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """How a failed Graph send should look in Odoo's mail queue."""
+
+    failure_type: str
+    retryable: bool
+    reason: str
+
+
+_outcomes = threading.local()
+
+
+def remember_outcome(message_id: str, outcome: Outcome) -> None:
+    if not hasattr(_outcomes, "by_message_id"):
+        _outcomes.by_message_id = {}
+    _outcomes.by_message_id[message_id] = outcome
+
+
+def pop_outcome(message_id: str) -> Outcome | None:
+    return getattr(_outcomes, "by_message_id", {}).pop(message_id, None)
+
+
+def describe(error: GraphMailError) -> str:
+    """The failure reason an administrator reads in Odoo: what failed, what to do, and the ids support asks for."""
+    parts = [str(error)]
+    if error.hint and error.hint not in parts[0]:
+        parts.append(error.hint)
+    if error.request_id and error.request_id not in parts[0]:
+        parts.append(f"request-id {error.request_id}")
+    return " ".join(parts)
+
+
+def outcome_for(error: GraphMailError) -> Outcome:
+    if isinstance(error, MessageRejected) and error.code == "ErrorInvalidRecipients":
+        failure_type = "mail_email_invalid"
+    elif error.may_have_been_sent:
+        failure_type = "unknown"
+    else:
+        failure_type = "mail_smtp"  # Odoo's "outgoing mail server problem"
+    reason = describe(error)
+    if error.may_have_been_sent:
+        reason = _(
+            "Microsoft may have accepted this mail: it was NOT sent again automatically. Check the sender's Sent "
+            "Items for its Message-ID before retrying. %s",
+            reason,
+        )
+    return Outcome(failure_type=failure_type, retryable=bool(error.retryable and not error.may_have_been_sent), reason=reason)
+
+
+class GraphSession:
+    """Stands where Odoo expects an ``smtplib.SMTP`` connection."""
+
+    def __init__(self, server, smtp_from=None, token_source=None):
+        server = server.sudo()
+        self._server = server
+        self.mail_server_id = server.id
+        self.from_filter = server.from_filter
+        self.smtp_from = smtp_from
+        self.mailbox = server.graph_sender_email
+        self._calls = []
+        self._throttled_until = 0.0
+        self._client = GraphMailClient(
+            server._graph_credentials(),
+            token_provider=token_source,
+            timeouts=Timeouts(connect=server.graph_connect_timeout, read=server.graph_read_timeout),
+            retry=RetryPolicy(deadline=server.graph_send_deadline),
+            on_call=self._calls.append,
+        )
+
+    # smtplib-compatible surface used by Odoo ---------------------------------
+
+    def quit(self):
+        self.flush_logs()
+
+    close = quit
+
+    def ehlo_or_helo_if_needed(self):
+        return None
+
+    def send_message(self, message, from_addr=None, to_addrs=None):
+        message_id = message["Message-Id"]
+        try:
+            self._send(message, to_addrs)
+        except GraphMailError as error:
+            self.flush_logs(message_id=message_id, error=error)
+            self._handle_failure(message, from_addr, to_addrs, error)
+        else:
+            self.flush_logs(message_id=message_id)
+
+    # Graph -------------------------------------------------------------------
+
+    def whoami(self):
+        return self._client.whoami()
+
+    def _send(self, message, to_addrs):
+        server = self._server
+        if server.graph_connection_state == "reauth":
+            raise InvalidGrantError(
+                "Microsoft Graph needs a new sign-in for this mail server",
+                hint="Open the outgoing mail server and click “Authenticate with Microsoft”.",
+                nothing_sent=True,
+            )
+        if time.monotonic() < self._throttled_until:
+            raise Throttled(
+                "Microsoft Graph is throttling this mailbox",
+                hint="Odoo will retry the mail on the next queue run.",
+                retry_after=self._throttled_until - time.monotonic(),
+                nothing_sent=True,
+            )
+        self._client.send(message, Envelope(sender=self.mailbox, recipients=list(to_addrs or [])))
+
+    def _handle_failure(self, message, from_addr, to_addrs, error):
+        server = self._server
+        if isinstance(error, InvalidGrantError):
+            server._graph_record_error(error)
+        if isinstance(error, Throttled):
+            self._throttled_until = time.monotonic() + float(error.retry_after or 60)
+        if error.nothing_sent and server.graph_smtp_fallback:
+            self._send_by_smtp(message, from_addr, to_addrs, error)
+            return
+        outcome = outcome_for(error)
+        remember_outcome(message["Message-Id"], outcome)
+        _logger.warning(
+            "Graph send of %s via mail server #%s failed: %s", message["Message-Id"], server.id, outcome.reason
+        )
+        raise MailDeliveryException(_("Mail Delivery Failed"), outcome.reason)
+
+    def _send_by_smtp(self, message, from_addr, to_addrs, error):
+        """Fallback: only reached when Graph proved nothing was sent, so the mail cannot go out twice."""
+        server = self._server
+        _logger.info("Graph refused %s before sending (%s): falling back to SMTP", message["Message-Id"], error.code)
+        try:
+            with compat.smtp_allowed_in_tests(server.env):
+                smtp = server.with_context(mail_graph_api_smtp=True).connect(
+                    mail_server_id=server.id, smtp_from=from_addr
+                )
+                smtp.send_message(message, from_addr, to_addrs)
+                smtp.quit()
+        except Exception as smtp_error:
+            server.env["mail.graph.api.log"]._record_fallback(server, message["Message-Id"], error, smtp_error)
+            reason = _(
+                "Microsoft Graph failed (%(graph)s) and the SMTP fallback failed too: %(smtp)s",
+                graph=describe(error),
+                smtp=smtp_error,
+            )
+            remember_outcome(message["Message-Id"], Outcome("mail_smtp", False, reason))
+            raise MailDeliveryException(_("Mail Delivery Failed"), reason)
+        server.env["mail.graph.api.log"]._record_fallback(server, message["Message-Id"], error, None)
+
+    # Logs ----------------------------------------------------------------------
+
+    def flush_logs(self, message_id=None, error=None):
+        calls, self._calls[:] = list(self._calls), []
+        if calls:
+            self._server.env["mail.graph.api.log"]._record_calls(self._server, calls, message_id, error)

@@ -1,0 +1,136 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""Shared set-up of the Odoo tier: a real Odoo, a real PostgreSQL and the fake Microsoft on 127.0.0.1."""
+
+import socketserver
+import threading
+from urllib.parse import parse_qs, urlparse
+
+import requests
+
+from odoo.tests import common
+
+from fake_microsoft import DEFAULTS, FakeMicrosoft
+from graph_mail import DelegatedAuthFlow
+
+SENDER = DEFAULTS["signed_in_user"]
+
+
+class GraphCaseMixin:
+    """Starts one fake Microsoft per test class and configures a Graph mail server against it."""
+
+    @classmethod
+    def setUpGraph(cls):
+        # registry.cursor() must see the test transaction: our logs and token renewals use their own cursor.
+        if cls.registry.test_cr is None:
+            cls.registry.enter_test_mode(cls.cr)
+            cls.addClassCleanup(cls.registry.leave_test_mode)
+        cls.fake = FakeMicrosoft(port=0)
+        cls.fake.start()
+        cls.addClassCleanup(cls.fake.stop)
+        cls.env = cls.env(context=dict(cls.env.context, mail_graph_api_send_in_tests=True))
+        cls.env["ir.config_parameter"].sudo().set_param("mail.catchall.domain", "contoso.onmicrosoft.com")
+        cls.env["ir.config_parameter"].sudo().set_param("mail.default.from", "notifications")
+        cls.server = cls.env["ir.mail_server"].create(cls.graph_server_values())
+
+    @classmethod
+    def graph_server_values(cls, **overrides):
+        values = {
+            "name": "Microsoft Graph (fake)",
+            "use_graph_api": True,
+            "graph_client_id": DEFAULTS["client_id"],
+            "graph_client_secret": DEFAULTS["client_secret"],
+            "graph_tenant_id": DEFAULTS["tenant_id"],
+            "graph_sender_email": SENDER,
+            "graph_cloud": "custom",
+            "graph_authority_url": cls.fake.url,
+            "graph_api_url": cls.fake.graph_url,
+            "graph_connect_timeout": 5,
+            "graph_read_timeout": 5,
+            "graph_send_deadline": 30,
+        }
+        values.update(overrides)
+        return values
+
+    def setUp(self):
+        super().setUp()
+        self.fake.reset()
+        self.fake.configure(redirect_uris=[self.server._graph_redirect_uri()])
+
+    def connect_server(self, server=None):
+        """Walk the authorization code flow against the fake, as the callback would, and store the tokens."""
+        server = server or self.server
+        action = server.action_graph_authenticate()
+        answer = requests.get(action["url"], allow_redirects=False, timeout=10)
+        assert answer.status_code == 302, answer.text
+        query = {k: v[0] for k, v in parse_qs(urlparse(answer.headers["Location"]).query).items()}
+        flow = __import__("json").loads(server.graph_oauth_flow)
+        tokens = DelegatedAuthFlow(server._graph_credentials(), server._graph_redirect_uri()).finish(flow, query)
+        server.graph_oauth_flow = False
+        server._graph_store_tokens(tokens)
+        return tokens
+
+    def sent(self):
+        return self.fake.messages()
+
+    def graph_calls(self, route=None):
+        return self.fake.calls(route)
+
+
+class GraphTransactionCase(GraphCaseMixin, common.TransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.setUpGraph()
+
+
+class SmtpSink:
+    """A minimal SMTP server on 127.0.0.1 for the fallback tests: accepts everything, keeps what it got."""
+
+    def __init__(self):
+        self.messages = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                envelope = {"from": None, "to": [], "data": b""}
+                self.wfile.write(b"220 sink ESMTP\r\n")
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        self.wfile.write(b"250-sink\r\n250 SIZE 52428800\r\n")
+                    elif verb == b"MAIL":
+                        envelope["from"] = line.split(b":", 1)[1].strip().decode()
+                        self.wfile.write(b"250 ok\r\n")
+                    elif verb == b"RCPT":
+                        envelope["to"].append(line.split(b":", 1)[1].strip().decode().strip("<>"))
+                        self.wfile.write(b"250 ok\r\n")
+                    elif verb == b"DATA":
+                        self.wfile.write(b"354 go\r\n")
+                        chunks = []
+                        for data_line in iter(self.rfile.readline, b".\r\n"):
+                            chunks.append(data_line)
+                        envelope["data"] = b"".join(chunks)
+                        sink.messages.append(dict(envelope))
+                        envelope = {"from": None, "to": [], "data": b""}
+                        self.wfile.write(b"250 queued\r\n")
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,76 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+from odoo.exceptions import UserError, ValidationError
+from odoo.tests import Form, tagged
+
+from .common import SENDER, GraphTransactionCase
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphConfig(GraphTransactionCase):
+    def test_from_filter_defaults_to_sender(self):
+        self.assertEqual(self.server.from_filter, SENDER)
+        server = self.env["ir.mail_server"].create(self.graph_server_values(name="other", from_filter="contoso.com"))
+        self.assertEqual(server.from_filter, "contoso.com", "an explicit filter is kept")
+
+    def test_validation_messages(self):
+        cases = {
+            "graph_tenant_id": ("not a tenant!", "Tenant ID"),
+            "graph_client_id": ("my-app", "Client ID"),
+            "graph_sender_email": ("sales at contoso", "Sender Email"),
+        }
+        for field, (value, label) in cases.items():
+            with self.subTest(field=field), self.assertRaises(ValidationError) as caught:
+                self.env["ir.mail_server"].create(self.graph_server_values(name=field, **{field: value}))
+            self.assertIn(label, str(caught.exception))
+
+    def test_domain_tenant_accepted(self):
+        server = self.env["ir.mail_server"].create(self.graph_server_values(graph_tenant_id="contoso.onmicrosoft.com"))
+        self.assertTrue(server)
+
+    def test_form_hides_smtp_fields(self):
+        with Form(self.env["ir.mail_server"]) as form:
+            form.name = "Graph via form"
+            form.use_graph_api = True
+            form.graph_client_id = self.server.graph_client_id
+            form.graph_client_secret = "x"
+            form.graph_tenant_id = self.server.graph_tenant_id
+            form.graph_sender_email = "noreply@contoso.onmicrosoft.com"
+            self.assertEqual(form.from_filter, "noreply@contoso.onmicrosoft.com")
+        server = form.save()
+        self.assertFalse(server.smtp_host, "no SMTP host needed without fallback")
+
+    def test_max_email_size(self):
+        self.assertEqual(self.server._get_max_email_size(), 35.0)
+        self.server.graph_max_email_size = 150
+        self.assertEqual(self.server._get_max_email_size(), 150.0)
+        with self.assertRaises(ValidationError):
+            self.server.graph_max_email_size = 200
+
+    def test_changing_tenant_forgets_tokens(self):
+        self.connect_server()
+        self.server.graph_tenant_id = "contoso.onmicrosoft.com"
+        self.assertFalse(self.server.sudo().graph_refresh_token)
+        self.assertEqual(self.server.graph_connection_state, "not_connected")
+
+    def test_test_connection_success_and_wrong_secret(self):
+        self.connect_server()
+        action = self.server.test_smtp_connection()
+        self.assertEqual(action["params"]["type"], "success")
+        self.assertIn(SENDER, action["params"]["message"])
+        app = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="app", graph_auth_mode="application_secret", graph_client_secret="bad")
+        )
+        with self.assertRaises(UserError) as caught:
+            app.test_smtp_connection()
+        self.assertIn("AADSTS7000215", str(caught.exception))
+
+    def test_application_mode_sends(self):
+        app = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="app", graph_auth_mode="application_secret",
+                                     graph_sender_email="noreply@contoso.onmicrosoft.com")
+        )  # fmt: skip
+        message = app.build_email("noreply@contoso.onmicrosoft.com", ["x@fabrikam.example"], "app mode", "body")
+        app.send_email(message, mail_server_id=app.id)
+        (received,) = self.fake.messages()
+        self.assertEqual(received["mailbox"], "noreply@contoso.onmicrosoft.com")
+        self.assertEqual([c["grant_type"] for c in self.fake.calls("token")], ["client_credentials"])

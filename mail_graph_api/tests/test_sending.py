@@ -1,0 +1,176 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+import base64
+import os
+
+from odoo.tests import tagged
+
+from .common import SENDER, GraphTransactionCase
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphSending(GraphTransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.partner = cls.env["res.partner"].create({"name": "Zoë Client", "email": "zoe@fabrikam.example"})
+
+    def setUp(self):
+        super().setUp()
+        self.connect_server()
+
+    def _mail(self, **values):
+        base = {
+            "subject": "Quote réf. 42",
+            "body_html": "<p>Hello <b>world</b></p>",
+            "email_from": SENDER,
+            "email_to": "alice@fabrikam.example",
+            "mail_server_id": self.server.id,
+        }
+        base.update(values)
+        return self.env["mail.mail"].sudo().create(base)
+
+    def _attachment(self, size, name):
+        return self.env["ir.attachment"].create(
+            {"name": name, "raw": os.urandom(size), "mimetype": "application/octet-stream"}
+        )
+
+    def test_queue_sends_with_cc_bcc_and_small_attachments(self):
+        empty = self.env["ir.attachment"].create({"name": "empty.txt", "raw": b"", "mimetype": "text/plain"})
+        one_mb = self._attachment(1024 * 1024, "one.bin")
+        mail = self._mail(
+            email_cc="carol@fabrikam.example",
+            recipient_ids=[(4, self.partner.id)],
+            attachment_ids=[(6, 0, (empty | one_mb).ids)],
+        )
+        self.env["mail.mail"].process_email_queue(ids=mail.ids)
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        received = self.sent()
+        recipients = sorted(addr for message in received for addr in message["to"] + message["cc"])
+        self.assertIn("alice@fabrikam.example", recipients)
+        self.assertIn("carol@fabrikam.example", recipients)
+        self.assertIn("zoe@fabrikam.example", recipients)
+        names = {a["name"] for message in received for a in message["attachments"]}
+        self.assertEqual(names, {"empty.txt", "one.bin"})
+        sizes = {a["name"]: a["size"] for a in received[0]["attachments"]}
+        self.assertEqual(sizes["one.bin"], 1024 * 1024)
+        # Each message fits in 4 MB: one Graph request per message, sent as MIME.
+        self.assertEqual(len(self.graph_calls("sendMail")), len(received))
+        self.assertTrue(all(m["via"] == "sendMail-mime" for m in received))
+
+    def test_bcc_delivered_and_invisible(self):
+        message = self.env["ir.mail_server"].build_email(
+            email_from=SENDER,
+            email_to=["to@fabrikam.example"],
+            email_cc=["cc@fabrikam.example"],
+            email_bcc=["hidden@fabrikam.example"],
+            subject="bcc",
+            body="hi",
+        )
+        self.env["ir.mail_server"].send_email(message, mail_server_id=self.server.id)
+        (received,) = self.sent()
+        self.assertEqual(received["bcc"], ["hidden@fabrikam.example"])
+        raw = self.fake.raw(received["id"])
+        self.assertNotIn(b"hidden@fabrikam.example", raw)
+
+    def test_threading_headers_byte_identical(self):
+        parent = "<parent.123@contoso.onmicrosoft.com>"
+        message = self.env["ir.mail_server"].build_email(
+            email_from=SENDER,
+            email_to=["to@fabrikam.example"],
+            subject="Re: thread",
+            body="reply",
+            message_id="<reply.456.odoo@contoso.onmicrosoft.com>",
+            references=f"<root.1@contoso.onmicrosoft.com> {parent}",
+            headers={"In-Reply-To": parent},
+            reply_to="catchall@contoso.onmicrosoft.com",
+        )
+        result = self.env["ir.mail_server"].send_email(message, mail_server_id=self.server.id)
+        self.assertEqual(result, "<reply.456.odoo@contoso.onmicrosoft.com>")
+        (received,) = self.sent()
+        headers = {name.lower(): value for name, value in received["headers"]}
+        self.assertEqual(headers["message-id"], "<reply.456.odoo@contoso.onmicrosoft.com>")
+        self.assertEqual(headers["in-reply-to"], parent)
+        self.assertEqual(headers["references"], f"<root.1@contoso.onmicrosoft.com> {parent}")
+        self.assertEqual(received["internet_message_id"], "<reply.456.odoo@contoso.onmicrosoft.com>")
+
+    def test_large_attachments_use_upload_sessions(self):
+        self.server.graph_max_email_size = 60
+        self.fake.configure(max_message_size=150 * 1024 * 1024)
+        ten = self._attachment(10 * 1024 * 1024, "ten.bin")
+        forty = self._attachment(40 * 1024 * 1024, "forty.bin")
+        mail = self._mail(attachment_ids=[(6, 0, (ten | forty).ids)])
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        (received,) = self.sent()
+        self.assertEqual(received["via"], "draft-send")
+        sizes = {a["name"]: a["size"] for a in received["attachments"]}
+        self.assertEqual(sizes, {"ten.bin": 10 * 1024 * 1024, "forty.bin": 40 * 1024 * 1024})
+        self.assertEqual(len(self.graph_calls("createDraft")), 1)
+        self.assertEqual(len(self.graph_calls("createUploadSession")), 2)
+        self.assertEqual(len(self.graph_calls("send")), 1)
+        uploads = self.graph_calls("upload")
+        self.assertFalse(any(call["authorization"] for call in uploads))
+
+    def test_over_the_mailbox_limit_fails_clearly(self):
+        self.assertEqual(self.server._get_max_email_size(), 35)
+        message = self.env["ir.mail_server"].build_email(
+            email_from=SENDER,
+            email_to=["to@fabrikam.example"],
+            subject="huge",
+            body="x",
+            attachments=[("huge.bin", os.urandom(36 * 1024 * 1024), "application/octet-stream")],
+        )
+        from odoo.addons.base.models.ir_mail_server import MailDeliveryException
+
+        with self.assertRaises(MailDeliveryException) as caught:
+            self.env["ir.mail_server"].send_email(message, mail_server_id=self.server.id)
+        self.assertIn("35", str(caught.exception))
+        self.assertEqual(self.sent(), [])
+
+    def test_chatter_message_to_followers(self):
+        record = self.partner
+        record.message_subscribe(partner_ids=self.partner.ids)
+        record.with_context(mail_notify_force_send=True).message_post(
+            body="<p>Update for followers</p>", subject="Chatter", message_type="comment",
+            subtype_xmlid="mail.mt_comment", partner_ids=self.partner.ids,
+        )  # fmt: skip
+        self.env["mail.mail"].process_email_queue()
+        received = [m for m in self.sent() if "zoe@fabrikam.example" in m["to"]]
+        self.assertTrue(received, self.sent())
+
+    def test_reset_password_mail(self):
+        user = self.env["res.users"].create({"name": "Reset Me", "login": "reset@fabrikam.example",
+                                             "email": "reset@fabrikam.example"})  # fmt: skip
+        self.fake.reset()
+        user.action_reset_password()
+        self.env["mail.mail"].process_email_queue()
+        received = [m for m in self.sent() if "reset@fabrikam.example" in m["to"]]
+        self.assertEqual(len(received), 1, self.sent())
+
+    def test_send_test_email_button(self):
+        self.env.user.email = "admin.user@fabrikam.example"
+        self.server.action_graph_send_test_email()
+        (received,) = self.sent()
+        self.assertEqual(received["to"], ["admin.user@fabrikam.example"])
+
+    def test_batch_shares_one_token_and_one_request_per_mail(self):
+        mails = self.env["mail.mail"].sudo()
+        for index in range(5):
+            mails |= self._mail(email_to=f"user{index}@fabrikam.example", subject=f"batch {index}")
+        self.fake.reset()
+        mails.send()
+        self.assertEqual(set(mails.mapped("state")), {"sent"})
+        self.assertEqual(len(self.sent()), 5)
+        self.assertEqual(len(self.graph_calls("sendMail")), 5)
+        self.assertEqual(self.graph_calls("token"), [], "the stored access token serves the whole batch")
+        self.assertEqual(self.graph_calls("me"), [])
+
+    def test_attachment_content_intact(self):
+        payload = os.urandom(50_000)
+        attachment = self.env["ir.attachment"].create({"name": "data.bin", "datas": base64.b64encode(payload)})
+        mail = self._mail(attachment_ids=[(6, 0, attachment.ids)])
+        mail.send()
+        (received,) = self.sent()
+        import hashlib
+
+        self.assertEqual(received["attachments"][0]["sha256"], hashlib.sha256(payload).hexdigest())

@@ -1,0 +1,132 @@
+"""Run the addon's Odoo test tier against every Odoo series found on this machine.
+
+Where Odoo is looked for, per series (17.0, 18.0, 19.0):
+  1. $MAIL_GRAPH_ODOO_<series>      e.g. MAIL_GRAPH_ODOO_18_0=/path/to/odoo-18 (the folder holding odoo-bin)
+     $MAIL_GRAPH_ODOO_<series>_PYTHON  its interpreter (default: <ODOO_ROOT>/venv-<series>/bin/python)
+  2. $ODOO_ROOT/<series> with $ODOO_ROOT/venv-<series>   (ODOO_ROOT defaults to /opt/odoo)
+A series that is not found prints a loud "SKIPPED: no Odoo <series>" line; it never passes silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERIES = ("17.0", "18.0", "19.0")
+# Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
+ODOO_MAIL_TESTS = {
+    "modules": "mail,test_mail",
+    "tags": "/base:TestIrMailServer,/mail:TestMailMail,/test_mail:TestMailMail,/test_mail:TestMailgateway,"
+    "/test_mail:TestMailThreadNotifyThread",
+}
+
+
+def find_odoo(series: str) -> tuple[Path, Path] | None:
+    key = "MAIL_GRAPH_ODOO_" + series.replace(".", "_")
+    root = Path(os.environ.get("ODOO_ROOT", "/opt/odoo"))
+    tree = Path(os.environ.get(key, root / series))
+    python = Path(os.environ.get(key + "_PYTHON", root / f"venv-{series}" / "bin" / "python"))
+    if (tree / "odoo-bin").is_file() and python.is_file():
+        return tree, python
+    return None
+
+
+def addons_path(tree: Path) -> str:
+    paths = [tree / "addons", tree / "odoo" / "addons", REPO]
+    return ",".join(str(p) for p in paths if p.is_dir() and (p == REPO or any(p.iterdir())))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cmd: list[str], log: Path, env: dict | None = None) -> int:
+    with log.open("w") as out:
+        return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def ensure_core_installed(python: Path) -> None:
+    """The addon imports graph_mail: install this repository (and msal, requests) into Odoo's environment."""
+    probe = subprocess.call([str(python), "-c", "import graph_mail, msal"], stderr=subprocess.DEVNULL)
+    if probe != 0:
+        subprocess.check_call([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)])
+
+
+SUMMARY = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
+
+
+def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, label: str, logdir: Path) -> tuple:
+    db = f"mga_{label}_{series.replace('.', '_')}"
+    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
+    log = logdir / f"{label}-{series}.log"
+    without_demo = ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
+    cmd = [
+        str(python), str(tree / "odoo-bin"), "-d", db, "--db_host=127.0.0.1", "--db_user=root",
+        f"--addons-path={addons_path(tree)}", "-i", modules, "--test-enable", f"--test-tags={tags}",
+        "--stop-after-init", f"--http-port={free_port()}", "--http-interface=127.0.0.1", "--log-level=test",
+        "--max-cron-threads=0", *without_demo,
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = time.time()
+    code = run(cmd, log, env)
+    text = log.read_text(errors="replace")
+    failed = errors = total = 0
+    for match in SUMMARY.finditer(text):
+        failed += int(match.group(1))
+        errors += int(match.group(2))
+        total += int(match.group(3))
+    # Errors outside tests (install failures, broken views) are failures too.
+    bad_lines = [
+        line for line in text.splitlines() if re.search(r" (ERROR|CRITICAL) ", line) and "odoo.tests" not in line
+    ]
+    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
+    return code, total, failed + errors, bad_lines, time.time() - started, log
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", nargs="*", default=os.environ.get("MAIL_GRAPH_SERIES", " ".join(SERIES)).split())
+    parser.add_argument("--odoo-mail-tests", action="store_true", help="also run Odoo's own mail tests")
+    parser.add_argument("--tags", default="/mail_graph_api", help="test tags for the addon run")
+    args = parser.parse_args()
+    logdir = REPO / "var" / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    passed_total = failed_total = 0
+    for series in args.series:
+        found = find_odoo(series)
+        if not found:
+            print(f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
+                  f"/opt/odoo/{series} with /opt/odoo/venv-{series})", flush=True)  # fmt: skip
+            continue
+        tree, python = found
+        ensure_core_installed(python)
+        runs = [("addon", "mail_graph_api", args.tags)]
+        if args.odoo_mail_tests:
+            runs.append(("odoo_mail", "mail_graph_api," + ODOO_MAIL_TESTS["modules"], ODOO_MAIL_TESTS["tags"]))
+        for label, modules, tags in runs:
+            code, total, bad, bad_lines, seconds, log = odoo_run(series, tree, python, modules, tags, label, logdir)
+            ok = code == 0 and bad == 0 and not bad_lines and total > 0
+            passed_total += total - bad
+            failed_total += bad if (ok or bad) else 1  # a run that broke without a test failing
+            status = "ok" if ok else "FAILED"
+            print(f"odoo {series} {label}: {total - bad} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}")
+            if not ok:
+                if total == 0:
+                    print(f"  no test ran: see {log}")
+                for line in bad_lines[:20]:
+                    print("  " + line[:300])
+    print(f"odoo tier: {passed_total} passed, {failed_total} failed")
+    return 1 if failed_total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
