@@ -7,6 +7,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from .defaults import DEFAULTS, UPLOAD_MAX
+from .jwt import Certificate
 from .state import State
 from .web import Request, Response, json_response
 
@@ -44,9 +45,11 @@ class Control:
                 raise ValueError(f"{key} must be a {type(default).__name__}")
             if key == "max_message_size" and value > UPLOAD_MAX:
                 raise ValueError("max_message_size may be at most 150 MB (157286400 bytes)")
+            if key == "users" and not all(
+                isinstance(u, dict) and u.get("userPrincipalName") and u.get("id") for u in value
+            ):
+                raise ValueError("each user needs at least an id and a userPrincipalName")
             if key == "certificates":
-                from .jwt import Certificate
-
                 for pem in value:
                     Certificate(pem)  # refuse what cannot be loaded now, not at the next token request
         with self.state.lock:

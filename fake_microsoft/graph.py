@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import json
 import re
 import secrets
@@ -56,7 +57,12 @@ def _check_size(request: Request) -> None:
 
 def _authenticate(state: State, request: Request) -> AccessToken:
     header = request.header("authorization")
-    www = [("WWW-Authenticate", 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')]  # noqa: E501
+    www = [
+        (
+            "WWW-Authenticate",
+            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"',
+        )
+    ]
     if not header or not header.strip():
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", www)
     scheme, _, value = header.strip().partition(" ")
@@ -235,7 +241,9 @@ def _validate_message(message: Any) -> List[Dict[str, Any]]:
     attachments = []
     for item in message.get("attachments") or []:
         if not isinstance(item, dict) or item.get("@odata.type", "").lower() != "#microsoft.graph.fileattachment":
-            raise GraphError(400, "ErrorInvalidAttachmentType", "Only #microsoft.graph.fileAttachment is supported here.")
+            raise GraphError(
+                400, "ErrorInvalidAttachmentType", "Only #microsoft.graph.fileAttachment is supported here."
+            )
         try:
             data = base64.b64decode(item.get("contentBytes") or "", validate=True)
         except (binascii.Error, ValueError):
@@ -288,8 +296,6 @@ def _deliver(
     if mime.header_value(raw_with_bcc, "From") is None:
         additions.append(("From", mailbox.get("mail") or mailbox["userPrincipalName"]))
     if mime.header_value(raw_with_bcc, "Date") is None:
-        import email.utils
-
         additions.append(("Date", email.utils.formatdate(usegmt=True)))
     if additions:
         raw_with_bcc = mime.prepend_headers(raw_with_bcc, additions)
@@ -297,6 +303,11 @@ def _deliver(
     raw = mime.remove_headers(raw_with_bcc, ["Bcc"])
     parsed = mime.parse(raw)
     parsed["bcc"] = bcc_list
+    envelope: List[str] = []
+    for address in [*parsed["to"], *parsed["cc"], *bcc_list]:
+        if address.lower() not in (a.lower() for a in envelope):
+            envelope.append(address)
+    parsed["recipients"] = envelope  # everyone it was delivered to, Bcc included
     message_id = new_id("AAMkAGI2")
     record = {
         "id": message_id,
@@ -649,13 +660,17 @@ def _put_chunk(state: State, request: Request, session: UploadSession) -> Respon
     match = _RANGE.match(header.strip())
     if match is None:
         raise GraphError(
-            400, "ErrorInvalidRequest", f"Content-Range '{header}' is not of the form 'bytes {{start}}-{{end}}/{{total}}'."
+            400,
+            "ErrorInvalidRequest",
+            f"Content-Range '{header}' is not of the form 'bytes {{start}}-{{end}}/{{total}}'.",
         )
     start, end, total = (int(g) for g in match.groups())
     expected = len(session.data)
     if total != session.size:
         raise GraphError(
-            400, "ErrorInvalidRequest", f"Content-Range total {total} differs from the session's declared size {session.size}."
+            400,
+            "ErrorInvalidRequest",
+            f"Content-Range total {total} differs from the session's declared size {session.size}.",
         )
     if end < start or end >= total:
         raise GraphError(400, "ErrorInvalidRequest", f"Content-Range '{header}' is not a valid range of {total} bytes.")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import secrets
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from . import jwt
 from .state import AccessToken, AuthCode, Fault, RefreshToken, State, new_id
@@ -176,10 +177,26 @@ def openid_configuration(state: State, request: Request, tenant: str) -> Respons
         "frontchannel_logout_supported": True,
         "end_session_endpoint": f"{base}/{segment}/oauth2/v2.0/logout",
         "claims_supported": [
-            "sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name",
-            "tid", "ver", "at_hash", "c_hash", "email",
-        ],  # fmt: skip
+            "sub",
+            "iss",
+            "cloud_instance_name",
+            "cloud_instance_host_name",
+            "cloud_graph_host_name",
+            "msgraph_host",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "acr",
+            "nonce",
+            "preferred_username",
+            "name",
+            "tid",
+            "ver",
+            "at_hash",
+            "c_hash",
+            "email",
+        ],
         "kerberos_endpoint": f"{base}/{segment}/kerberos",
         "tenant_region_scope": "EU",
         "cloud_instance_name": "microsoftonline.com",
@@ -209,8 +226,10 @@ def instance_discovery(state: State, request: Request) -> Response:
     parts = urlsplit(endpoint)
     segments = [s for s in parts.path.split("/") if s]
     asked_host = request.host.rsplit(":", 1)[0] if request.host else ""
-    if parts.scheme != "https" or not segments or parts.hostname not in (
-        asked_host, "127.0.0.1", "localhost", "::1", "login.microsoftonline.com"
+    if (
+        parts.scheme != "https"
+        or not segments
+        or parts.hostname not in (asked_host, "127.0.0.1", "localhost", "::1", "login.microsoftonline.com")
     ):
         raise AadError(400, "invalid_instance", 50049, "Unknown or invalid instance.")
     hosts: List[str] = []
@@ -234,7 +253,9 @@ def authorize(state: State, request: Request, tenant: str, fault: Optional[Fault
         _resolve_tenant(state, tenant, error_cls=AadErrorPage)
         client_id = request.arg("client_id")
         if not client_id:
-            raise AadErrorPage(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
+            raise AadErrorPage(
+                400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'."
+            )
         if client_id != config["client_id"]:
             raise AadErrorPage(400, "unauthorized_client", 700016, _unknown_client(state, client_id))
         redirect_uri = request.arg("redirect_uri")
@@ -260,9 +281,7 @@ def authorize(state: State, request: Request, tenant: str, fault: Optional[Fault
             error = fault.error or "access_denied"
             default_code, default_message = AUTHORIZE_ERRORS.get(error, (65001, "The request was refused."))
             message = fault.error_description or fault.message or default_message
-            message = message.format(
-                client_id=client_id, client_name=config["client_name"], resource=GRAPH_APP_ID
-            )
+            message = message.format(client_id=client_id, client_name=config["client_name"], resource=GRAPH_APP_ID)
             raise refuse(error, fault.aadsts or default_code, message)
         if request.arg("response_type") != "code":
             raise refuse(
@@ -352,8 +371,6 @@ def _basic_credentials(request: Request) -> Tuple[Optional[str], Optional[str]]:
         decoded = base64.b64decode(header[6:].strip()).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None, None
-    from urllib.parse import unquote_plus
-
     client_id, _, secret = decoded.partition(":")
     return unquote_plus(client_id), unquote_plus(secret)
 
@@ -425,7 +442,10 @@ def _verify_assertion(state: State, assertion: str, tenant: str) -> None:
     now = _now(state)
     if cert.not_valid_after < now:
         raise AadError(
-            401, "invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The key used is expired.]"
+            401,
+            "invalid_client",
+            700027,
+            "Client assertion contains an invalid signature. [Reason - The key used is expired.]",
         )
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
         raise AadError(
@@ -438,7 +458,10 @@ def _verify_assertion(state: State, assertion: str, tenant: str) -> None:
     audiences = audience if isinstance(audience, list) else [audience]
     if not any(_is_token_endpoint(state, a) for a in audiences):
         raise AadError(
-            401, "invalid_client", 700021, f"Client assertion audience claim does not match Realm issuer. Audience: '{audience}'."
+            401,
+            "invalid_client",
+            700021,
+            f"Client assertion audience claim does not match Realm issuer. Audience: '{audience}'.",
         )
     exp = claims.get("exp")
     nbf = claims.get("nbf", 0)
@@ -482,7 +505,10 @@ def _redeem_code(state: State, request: Request, form: Dict[str, str], tid: str)
         )
     if code.client_id != form.get("client_id", code.client_id):
         raise AadError(
-            400, "invalid_grant", 700005, "Provided Authorization Code is intended to use against other tenant, thus rejected."
+            400,
+            "invalid_grant",
+            700005,
+            "Provided Authorization Code is intended to use against other tenant, thus rejected.",
         )
     redirect_uri = form.get("redirect_uri")
     if not redirect_uri:
@@ -506,8 +532,7 @@ def _redeem_code(state: State, request: Request, form: Dict[str, str], tid: str)
                 400,
                 "invalid_grant",
                 50148,
-                "The code_verifier does not match the code_challenge supplied in the authorization request "
-                "for PKCE.",
+                "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
             )
     if form.get("scope"):
         _delegated_scopes(state, request, form["scope"])  # must still be valid; the grant is the code's
@@ -700,6 +725,4 @@ def _delegated_tokens(
 
 
 def _stamp(epoch: float) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")

@@ -7,6 +7,7 @@ work; the fake itself trusts only its own token store, never a token's claims.
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import json
 import threading
@@ -56,11 +57,7 @@ def jwks() -> Dict[str, Any]:
     def as_b64(value: int) -> str:
         return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
-    return {
-        "keys": [
-            {"kty": "RSA", "use": "sig", "kid": KEY_ID, "alg": "RS256", "n": as_b64(numbers.n), "e": "AQAB"}
-        ]
-    }
+    return {"keys": [{"kty": "RSA", "use": "sig", "kid": KEY_ID, "alg": "RS256", "n": as_b64(numbers.n), "e": "AQAB"}]}
 
 
 def split(token: str) -> Tuple[Dict[str, Any], Dict[str, Any], bytes, bytes]:
@@ -93,8 +90,6 @@ class Certificate:
     def not_valid_after(self) -> float:
         moment = getattr(self.cert, "not_valid_after_utc", None)
         if moment is None:  # cryptography < 42
-            import calendar
-
             return float(calendar.timegm(self.cert.not_valid_after.timetuple()))
         return moment.timestamp()
 

@@ -93,19 +93,16 @@ def generate_message_id(domain: str = "contoso.onmicrosoft.com") -> str:
 # --- parsing -----------------------------------------------------------------------------------------
 
 
-def _decoded_headers(message: Message, name: str) -> List[str]:
-    values = []
-    for value in message.get_all(name, []) or []:
-        try:
-            values.append(str(value))
-        except Exception:  # noqa: BLE001 - a defective header still shows as raw text
-            values.append(str(value.__class__.__str__(value)))
-    return values
+def _decoded_headers(message: Message, headers: List[List[str]], name: str) -> List[str]:
+    try:
+        return [str(value) for value in message.get_all(name, []) or []]
+    except Exception:  # a header the email package cannot model: fall back to its raw text
+        return [value for field, value in headers if field.lower() == name.lower()]
 
 
 def _leaves(part: Message) -> Iterable[Message]:
     """Leaf parts in order; an attached message/rfc822 counts as one leaf, not as our body."""
-    if part.get_content_type() == "message/rfc822" and part is not None:
+    if part.get_content_type() == "message/rfc822":
         yield part
         return
     if part.is_multipart():
@@ -154,17 +151,17 @@ def parse(raw: bytes) -> Dict[str, Any]:
                 "content_id": str(content_id).strip().strip("<>") if content_id else None,
             }
         )
-    from_values = addresses(_decoded_headers(message, "From"))
+    from_values = addresses(_decoded_headers(message, headers, "From"))
     message_id = header_value(raw, "Message-ID")
     return {
         "internet_message_id": message_id.strip() if message_id else None,
         "headers": headers,
         "from": from_values[0] if from_values else None,
-        "to": addresses(_decoded_headers(message, "To")),
-        "cc": addresses(_decoded_headers(message, "Cc")),
-        "bcc": addresses(_decoded_headers(message, "Bcc")),
-        "reply_to": addresses(_decoded_headers(message, "Reply-To")),
-        "subject": (_decoded_headers(message, "Subject") or [None])[0],
+        "to": addresses(_decoded_headers(message, headers, "To")),
+        "cc": addresses(_decoded_headers(message, headers, "Cc")),
+        "bcc": addresses(_decoded_headers(message, headers, "Bcc")),
+        "reply_to": addresses(_decoded_headers(message, headers, "Reply-To")),
+        "subject": (_decoded_headers(message, headers, "Subject") or [None])[0],
         "text": text,
         "html": html,
         "attachments": attachments,
@@ -195,7 +192,10 @@ def build_from_json(
     """
     out = EmailMessage(policy=email.policy.SMTP)
     from_entry = message.get("from") or {
-        "emailAddress": {"address": sender.get("mail") or sender["userPrincipalName"], "name": sender.get("displayName")}
+        "emailAddress": {
+            "address": sender.get("mail") or sender["userPrincipalName"],
+            "name": sender.get("displayName"),
+        }
     }
     out["From"] = _address(from_entry)
     for header, key in (("To", "toRecipients"), ("Cc", "ccRecipients"), ("Reply-To", "replyTo")):

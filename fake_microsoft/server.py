@@ -150,7 +150,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the call log is the record
 
     def do_GET(self) -> None:
@@ -234,20 +234,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.delay > 0:
             time.sleep(fault.delay)
         response: Optional[Response] = None
-        if action == "close_before_processing":
-            self._close_without_answer()
-        elif action == "status" and fault is not None and route is not None:
+        if action == "status" and fault is not None and route is not None:
             response = fault_response(fault, route, request)
-        else:
+        elif action != "close_before_processing":
             if fault is not None:
                 params["_fault"] = fault  # authorize reads it (authorize_error)
             response = self._dispatch(request, route, handler, params, path_known)
-            if action == "close_after_processing":
-                response = None
-                self._close_without_answer()
-        if response is not None:
-            self._write(response, request, route)
+        if action in ("close_before_processing", "close_after_processing"):
+            response = None  # processed or not, the client gets no answer: the ambiguous case
+        # Log before answering, so a client that has its answer also finds the call in the log.
         self._log(request, route, response, action, started)
+        if response is None:
+            self._close_without_answer()
+        else:
+            self._write(response, request, route)
 
     def _dispatch(
         self, request: Request, route: Optional[str], handler: Optional[Handler], params: Dict[str, Any], known: bool
@@ -264,12 +264,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return handler(state, request, params)
         except (GraphError, AadError) as exc:
             return exc.render(request)
-        except Exception as exc:  # noqa: BLE001 - a bug in the fake must still answer, and show itself
+        except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             return GraphError(500, "InternalServerError", f"fake_microsoft bug: {exc!r}").render(request)
 
     def _log(
-        self, request: Request, route: Optional[str], response: Optional[Response], action: Optional[str], started: float
+        self,
+        request: Request,
+        route: Optional[str],
+        response: Optional[Response],
+        action: Optional[str],
+        started: float,
     ) -> None:
         grant_type = None
         if route == "token":
@@ -346,7 +351,7 @@ class FakeMicrosoft(Control):
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host  # noqa: S104 - only naming it
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}"
 
     @property

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .defaults import DEFAULTS
 
-DELEGATED_SCOPES = "Mail.Send Mail.ReadWrite Mail.Read User.Read offline_access openid profile"
+DELEGATED_SCOPES = "Mail.Send Mail.Send.Shared Mail.ReadWrite Mail.Read User.Read offline_access openid profile"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -76,9 +76,7 @@ def authorize(
     return status, headers, query
 
 
-def delegated_tokens(
-    base_url: str, scopes: str = DELEGATED_SCOPES, login_hint: Optional[str] = None
-) -> Dict[str, Any]:
+def delegated_tokens(base_url: str, scopes: str = DELEGATED_SCOPES, login_hint: Optional[str] = None) -> Dict[str, Any]:
     """Authorization code + PKCE with the default secret; the token endpoint's JSON answer."""
     verifier = secrets.token_urlsafe(48)
     status, _, query = authorize(base_url, scopes, login_hint=login_hint, verifier=verifier)

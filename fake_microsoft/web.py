@@ -46,7 +46,8 @@ class Request:
         self.body = body
         self.content_length = content_length  # None when the client sent no Content-Length
         self.request_id = str(uuid.uuid4())
-        self.client_request_id = self.header("client-request-id") or str(uuid.uuid4())
+        # Graph answers with the caller's client-request-id, or repeats its own request-id.
+        self.client_request_id = self.header("client-request-id") or self.request_id
         self.echo_client_request_id = self.header("client-request-id") is not None
 
     def header(self, name: str) -> Optional[str]:
@@ -133,8 +134,7 @@ class GraphError(Exception):
 def _aad_description(aadsts: int, message: str, trace_id: str, correlation_id: str) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     return (
-        f"AADSTS{aadsts}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}"
-        f"\r\nTimestamp: {stamp}"
+        f"AADSTS{aadsts}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {stamp}"
     )
 
 
@@ -174,7 +174,7 @@ class AadErrorPage(AadError):
             "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>"
             "<h1>Sorry, but we're having trouble signing you in.</h1>"
             f"<pre id='error'>{html.escape(text)}</pre></body></html>"
-        ).encode("utf-8")
+        ).encode()
         response = Response(self.status, body, [("Content-Type", "text/html; charset=utf-8")])
         response.graph_code = f"{self.error}/AADSTS{self.aadsts}"
         return response
@@ -210,13 +210,12 @@ def redirect(redirect_uri: str, params: Dict[str, str], mode: str = "query") -> 
     """Send the browser back to the client (query, fragment or an auto-submitted form_post)."""
     if mode == "form_post":
         inputs = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}"/>'
-            for k, v in params.items()
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}"/>' for k, v in params.items()
         )
         body = (
             f'<html><body onload="document.forms[0].submit()"><form method="POST" '
             f'action="{html.escape(redirect_uri)}">{inputs}</form></body></html>'
-        ).encode("utf-8")
+        ).encode()
         return Response(200, body, [("Content-Type", "text/html; charset=utf-8")])
     separator = "#" if mode == "fragment" else ("&" if "?" in redirect_uri else "?")
     location = redirect_uri + separator + urlencode(params)

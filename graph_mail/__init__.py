@@ -37,6 +37,9 @@ from .transport import Timeouts, Transport
 
 __version__ = "0.1.0"
 
+# Tokens must never reach a log line, whoever logs them (msal and urllib3 included).
+install_log_redaction()
+
 __all__ = [
     "DEFAULT_DELEGATED_SCOPES",
     "AuthMode",

@@ -36,7 +36,7 @@ from .errors import (
     error_from_token_response,
     hint_for,
 )
-from .redaction import register_secret
+from .redaction import install_log_redaction, register_secret
 from .transport import Transport
 
 _log = logging.getLogger(__name__)
@@ -402,6 +402,7 @@ class TokenProvider:
         clock: Callable[[], float] = time.time,
         transport: Optional[Transport] = None,
     ) -> None:
+        install_log_redaction()
         self.credentials = credentials
         self.on_refresh_token = on_refresh_token
         self.clock = clock
@@ -479,6 +480,7 @@ class DelegatedAuthFlow:
         transport: Optional[Transport] = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        install_log_redaction()
         self.credentials = credentials
         self.redirect_uri = redirect_uri
         self.transport = transport or Transport()

@@ -47,8 +47,13 @@ _PATTERNS = (
     (re.compile(rf"(?i)\b({_NAMES})(=|%3D)[^&\s\"'<>]+"), r"\1\2" + REDACTED),
     # "name": "value" (JSON) and 'name': 'value' (Python reprs)
     (
-        re.compile(rf"(?i)([\"'])({_JSON_NAMES})\1(\s*:\s*)([\"'])(?:(?!\4).)*\4"),
+        re.compile(r"(?i)([\"'])({})\1(\s*:\s*)([\"'])(?:(?!\4).)*\4".format(_JSON_NAMES)),
         r"\1\2\1\3\4" + REDACTED + r"\4",
+    ),
+    # "code": an authorization code (msal logs them), unless shaped like a Graph error code (CamelCase)
+    (
+        re.compile(r"([\"'])code\1(\s*:\s*)([\"'])(?![A-Za-z_]*\3)(?:(?!\3).)+\3"),
+        r"\1code\1\2\3" + REDACTED + r"\3",
     ),
     # JWTs (access tokens, id tokens, client assertions): three base64url segments starting with {"
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[REDACTED JWT]"),
@@ -111,13 +116,23 @@ _FILTER = RedactingFilter()
 WATCHED_LOGGERS = ("graph_mail", "msal", "urllib3", "requests")
 
 
+_installed_for = -1  # size of the logger registry at the last full install
+
+
 def install_log_redaction(extra: Iterable[str] = ()) -> None:
     """Attach the redacting filter to our loggers and to those of msal, urllib3 and requests.
 
     A logger's filters only see records created on that very logger (not its children), so every existing
-    logger under the watched prefixes gets it. Idempotent; call again after importing new modules.
+    logger under the watched prefixes gets it. Idempotent and cheap when no logger appeared since the last
+    call; graph_mail calls it on import and whenever a client, provider or flow is built.
     """
-    prefixes = tuple(WATCHED_LOGGERS) + tuple(extra)
+    global _installed_for
+    extra = tuple(extra)
+    registry = logging.root.manager.loggerDict
+    if not extra and len(registry) == _installed_for:
+        return
+    _installed_for = len(registry)
+    prefixes = tuple(WATCHED_LOGGERS) + extra
     names = set(prefixes)
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(tuple(p + "." for p in prefixes)):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from odoo import _
+
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
 from graph_mail import (
@@ -22,7 +23,6 @@ from graph_mail import (
     GraphMailError,
     InvalidGrantError,
     MessageRejected,
-    RetryPolicy,
     Throttled,
     Timeouts,
 )
@@ -54,16 +54,6 @@ def pop_outcome(message_id: str) -> Outcome | None:
     return getattr(_outcomes, "by_message_id", {}).pop(message_id, None)
 
 
-def describe(error: GraphMailError) -> str:
-    """The failure reason an administrator reads in Odoo: what failed, what to do, and the ids support asks for."""
-    parts = [str(error)]
-    if error.hint and error.hint not in parts[0]:
-        parts.append(error.hint)
-    if error.request_id and error.request_id not in parts[0]:
-        parts.append(f"request-id {error.request_id}")
-    return " ".join(parts)
-
-
 def outcome_for(error: GraphMailError) -> Outcome:
     if isinstance(error, MessageRejected) and error.code == "ErrorInvalidRecipients":
         failure_type = "mail_email_invalid"
@@ -71,14 +61,19 @@ def outcome_for(error: GraphMailError) -> Outcome:
         failure_type = "unknown"
     else:
         failure_type = "mail_smtp"  # Odoo's "outgoing mail server problem"
-    reason = describe(error)
+    # str(error) holds what failed, the hint for the administrator and Microsoft's request ids.
+    reason = str(error)
     if error.may_have_been_sent:
         reason = _(
             "Microsoft may have accepted this mail: it was NOT sent again automatically. Check the sender's Sent "
             "Items for its Message-ID before retrying. %s",
             reason,
         )
-    return Outcome(failure_type=failure_type, retryable=bool(error.retryable and not error.may_have_been_sent), reason=reason)
+    return Outcome(
+        failure_type=failure_type,
+        retryable=bool(error.retryable and not error.may_have_been_sent),
+        reason=reason,
+    )
 
 
 class GraphSession:
@@ -96,8 +91,11 @@ class GraphSession:
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
-            timeouts=Timeouts(connect=server.graph_connect_timeout, read=server.graph_read_timeout),
-            retry=RetryPolicy(deadline=server.graph_send_deadline),
+            timeouts=Timeouts(
+                connect=server.graph_connect_timeout,
+                read=server.graph_read_timeout,
+                total=server.graph_send_deadline,
+            ),
             on_call=self._calls.append,
         )
 
@@ -124,7 +122,8 @@ class GraphSession:
     # Graph -------------------------------------------------------------------
 
     def whoami(self):
-        return self._client.whoami()
+        delegated = self._server.graph_auth_mode == "delegated"
+        return self._client.whoami(None if delegated else self.mailbox)
 
     def _send(self, message, to_addrs):
         server = self._server
@@ -155,7 +154,10 @@ class GraphSession:
         outcome = outcome_for(error)
         remember_outcome(message["Message-Id"], outcome)
         _logger.warning(
-            "Graph send of %s via mail server #%s failed: %s", message["Message-Id"], server.id, outcome.reason
+            "Graph send of %s via mail server #%s failed: %s",
+            message["Message-Id"],
+            server.id,
+            outcome.reason,
         )
         raise MailDeliveryException(_("Mail Delivery Failed"), outcome.reason)
 
@@ -174,7 +176,7 @@ class GraphSession:
             server.env["mail.graph.api.log"]._record_fallback(server, message["Message-Id"], error, smtp_error)
             reason = _(
                 "Microsoft Graph failed (%(graph)s) and the SMTP fallback failed too: %(smtp)s",
-                graph=describe(error),
+                graph=error,
                 smtp=smtp_error,
             )
             remember_outcome(message["Message-Id"], Outcome("mail_smtp", False, reason))

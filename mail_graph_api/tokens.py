@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from graph_mail import acquire_token
+from graph_mail import TokenProvider
 
 _logger = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ class ServerTokenSource:
             credentials = self._credentials
             if refresh_token:
                 credentials = dataclasses.replace(credentials, refresh_token=refresh_token)
-            tokens = acquire_token(credentials)
+            provider = TokenProvider(credentials)
+            if self._rejected:
+                provider.invalidate(self._rejected)  # the core's process cache may still hold it
+            tokens = provider.token()
             values = {
                 "graph_access_token": tokens.access_token,
                 "graph_access_token_expiry": fields.Datetime.to_string(

@@ -222,7 +222,9 @@ def test_code_grant_wrong_pkce_verifier(fake):
 
 def test_code_is_single_use(fake):
     _, _, query = authorize(fake.url, verifier="a" * 50)
-    assert token_request(fake.url, code_grant(query["code"], "a" * 50))[0] == 200
+    status, first = token_request(fake.url, code_grant(query["code"], "a" * 50))
+    assert status == 200
+    assert "client_info" not in first  # only when client_info=1 was sent
     status, answer = token_request(fake.url, code_grant(query["code"], "a" * 50))
     assert status == 400
     assert_aad_error(answer, "invalid_grant", 54005)
@@ -304,7 +306,7 @@ def test_refresh_rotates_and_old_token_keeps_working(fake):
     second = answer["refresh_token"]
     assert second != first
     assert refresh(fake, first)[0] == 200  # still valid, as on Microsoft
-    described = [t for t in fake.tokens() if t["kind"] == "refresh" and t["token_tail"] == first[-8:]][0]
+    described = next(t for t in fake.tokens() if t["kind"] == "refresh" and t["token_tail"] == first[-8:])
     assert second[-8:] in described["rotated_to_tails"]
 
 
@@ -314,6 +316,19 @@ def test_revoked_refresh_token_is_50173(fake):
     status, answer = refresh(fake, token)
     assert status == 400
     assert_aad_error(answer, "invalid_grant", 50173)
+
+
+def test_refresh_token_expires_after_its_lifetime(fake):
+    fake.configure(refresh_token_lifetime=0)
+    token = delegated_tokens(fake.url)["refresh_token"]
+    status, answer = refresh(fake, token)
+    assert status == 400
+    assert_aad_error(answer, "invalid_grant", 700082)
+
+
+def test_unknown_refresh_token_is_invalid_grant(fake):
+    status, answer = refresh(fake, "0.garbage")
+    assert status == 400 and answer["error"] == "invalid_grant"
 
 
 def test_no_refresh_token_without_offline_access(fake):

@@ -23,8 +23,22 @@ SERIES = ("17.0", "18.0", "19.0")
 # Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
 ODOO_MAIL_TESTS = {
     "modules": "mail,test_mail",
-    "tags": "/base:TestIrMailServer,/mail:TestMailMail,/test_mail:TestMailMail,/test_mail:TestMailgateway,"
-    "/test_mail:TestMailThreadNotifyThread",
+    "tags": ",".join(
+        ["/base:TestIrMailServer"]
+        + [
+            f"/test_mail:{name}"
+            for name in (
+                "TestMailMail",
+                "TestMailMailServer",
+                "TestMailMailRace",
+                "TestMailgateway",
+                "TestMailGatewayLoops",
+                "TestMailGatewayReplies",
+                "TestEmailParsing",
+                "TestMailThreadCC",
+            )
+        ]
+    ),
 }
 
 
@@ -70,11 +84,24 @@ def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, lab
     log = logdir / f"{label}-{series}.log"
     without_demo = ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
     cmd = [
-        str(python), str(tree / "odoo-bin"), "-d", db, "--db_host=127.0.0.1", "--db_user=root",
-        f"--addons-path={addons_path(tree)}", "-i", modules, "--test-enable", f"--test-tags={tags}",
-        "--stop-after-init", f"--http-port={free_port()}", "--http-interface=127.0.0.1", "--log-level=test",
-        "--max-cron-threads=0", *without_demo,
-    ]  # fmt: skip
+        str(python),
+        str(tree / "odoo-bin"),
+        "-d",
+        db,
+        "--db_host=127.0.0.1",
+        "--db_user=root",
+        f"--addons-path={addons_path(tree)}",
+        "-i",
+        modules,
+        "--test-enable",
+        f"--test-tags={tags}",
+        "--stop-after-init",
+        f"--http-port={free_port()}",
+        "--http-interface=127.0.0.1",
+        "--log-level=test",
+        "--max-cron-threads=0",
+        *without_demo,
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.time()
     code = run(cmd, log, env)
@@ -104,8 +131,11 @@ def main() -> int:
     for series in args.series:
         found = find_odoo(series)
         if not found:
-            print(f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
-                  f"/opt/odoo/{series} with /opt/odoo/venv-{series})", flush=True)  # fmt: skip
+            print(
+                f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
+                f"/opt/odoo/{series} with /opt/odoo/venv-{series})",
+                flush=True,
+            )
             continue
         tree, python = found
         ensure_core_installed(python)

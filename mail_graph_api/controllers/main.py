@@ -7,7 +7,8 @@ from werkzeug.exceptions import Forbidden
 from odoo import _, http
 from odoo.http import request
 
-from graph_mail import DelegatedAuthFlow, GraphMailError, error_from_authorize_callback
+from graph_mail import DelegatedAuthFlow, GraphMailError
+from graph_mail.errors import error_from_token_response
 
 from .. import compat
 from ..oauth_state import InvalidState, read_state
@@ -42,7 +43,7 @@ class GraphAuthController(http.Controller):
             )
         server.graph_oauth_flow = False  # single use, whatever happens next
         if error:
-            failure = error_from_authorize_callback(error, error_description)
+            failure = error_from_token_response({"error": error, "error_description": error_description or ""})
             server._graph_record_error(failure, own_cursor=False)
             return self._page(False, _("Microsoft refused the sign-in"), str(failure), failure.hint, server)
         try:

@@ -7,7 +7,17 @@ from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import email_normalize
 
+from graph_mail import (
+    AuthMode,
+    DelegatedAuthFlow,
+    GraphMailError,
+    InvalidGrantError,
+    MailboxCredentials,
+    resolve_cloud,
+)
+
 from .. import compat
+from ..oauth_state import make_state
 from ..session import GraphSession
 from ..tokens import ServerTokenSource
 
@@ -127,7 +137,10 @@ class IrMailServer(models.Model):
                 )
             if not email_normalize(server.graph_sender_email or "", strict=True):
                 raise ValidationError(
-                    _("Sender Email of “%s” must be a single mailbox address, e.g. sales@contoso.com.", server.name)
+                    _(
+                        "Sender Email of “%s” must be a single mailbox address, e.g. sales@contoso.com.",
+                        server.name,
+                    )
                 )
 
     @api.constrains("graph_connect_timeout", "graph_read_timeout", "graph_send_deadline", "graph_max_email_size")
@@ -162,9 +175,9 @@ class IrMailServer(models.Model):
             sender = vals.get("graph_sender_email") or (len(self) == 1 and self.graph_sender_email)
             if sender and not vals.get("from_filter") and not (len(self) == 1 and self.from_filter):
                 vals["from_filter"] = email_normalize(sender) or sender
-            if "graph_client_id" in vals and vals["graph_client_id"]:
+            if vals.get("graph_client_id"):
                 vals["graph_client_id"] = vals["graph_client_id"].strip()
-            if "graph_tenant_id" in vals and vals["graph_tenant_id"]:
+            if vals.get("graph_tenant_id"):
                 vals["graph_tenant_id"] = vals["graph_tenant_id"].strip()
 
     def _graph_forget_tokens(self, vals):
@@ -192,8 +205,10 @@ class IrMailServer(models.Model):
     def _compute_graph_log_count(self):
         counts = {}
         if self.env.user.has_group("base.group_system") and self.ids:
-            groups = self.env["mail.graph.api.log"].sudo()._read_group(
-                [("mail_server_id", "in", self.ids)], ["mail_server_id"], ["__count"]
+            groups = (
+                self.env["mail.graph.api.log"]
+                .sudo()
+                ._read_group([("mail_server_id", "in", self.ids)], ["mail_server_id"], ["__count"])
             )
             counts = {server.id: count for server, count in groups}
         for server in self:
@@ -210,7 +225,6 @@ class IrMailServer(models.Model):
 
     def _graph_credentials(self):
         """The core library's view of this server. sudo: secrets are admin-only fields."""
-        from graph_mail import AuthMode, MailboxCredentials, resolve_cloud
 
         self.ensure_one()
         server = self.sudo()
@@ -269,9 +283,6 @@ class IrMailServer(models.Model):
 
     def action_graph_authenticate(self):
         """Start the authorization code flow: Microsoft signs the mailbox in and sends us back a code."""
-        from graph_mail import DelegatedAuthFlow, GraphMailError
-
-        from ..oauth_state import make_state
 
         self.ensure_one()
         self._graph_check_admin()
@@ -340,7 +351,6 @@ class IrMailServer(models.Model):
 
     def _graph_test_connection(self):
         """Acquire a token and read the mailbox: proves credentials, consent and the mailbox's existence."""
-        from graph_mail import GraphMailError
 
         self.ensure_one()
         self._graph_check_configured()
@@ -350,7 +360,9 @@ class IrMailServer(models.Model):
         except GraphMailError as error:
             session.flush_logs()
             self._graph_record_error(error)
-            raise UserError(_("Microsoft Graph connection failed for “%(name)s”: %(error)s", name=self.name, error=error))
+            raise UserError(
+                _("Microsoft Graph connection failed for “%(name)s”: %(error)s", name=self.name, error=error)
+            )
         session.flush_logs()
         address = identity.get("mail") or identity.get("userPrincipalName") or ""
         if email_normalize(address) != email_normalize(self.graph_sender_email):
@@ -368,7 +380,6 @@ class IrMailServer(models.Model):
         """Show the failure on the server. By default through a cursor of our own, because the caller's
         transaction may roll back; own_cursor=False when the caller already writes this row (it would wait on
         its own lock)."""
-        from graph_mail import InvalidGrantError
 
         values = {
             "graph_connection_state": "reauth" if isinstance(error, InvalidGrantError) else "error",

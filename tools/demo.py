@@ -1,0 +1,394 @@
+"""The demo: real Odoo + PostgreSQL, the fake Microsoft, mail_graph_api configured and sending.
+
+Run it with ``./dev demo`` (``--series 17.0|18.0|19.0``, ``--no-serve`` to stop at the end). It finds Odoo like
+the tests do (see tools/odoo_tier.py): $MAIL_GRAPH_ODOO_<series>, else /opt/odoo/<series>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+from fake_microsoft import DEFAULTS, FakeMicrosoft
+from tools.odoo_tier import REPO, addons_path, ensure_core_installed, find_odoo
+
+MB = 1024 * 1024
+SENDER = DEFAULTS["signed_in_user"]
+ADMIN = ("admin", "admin")
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def run_with_progress(cmd: list[str], log: Path, label: str, env: dict) -> None:
+    """Run a long Odoo command, showing elapsed time and the module being loaded."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    started = time.time()
+    last = ""
+    while proc.poll() is None:
+        time.sleep(1)
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        modules = [line.split("Loading module ")[-1].split(" ")[0] for line in tail if "Loading module " in line]
+        current = modules[-1] if modules else last
+        last = current
+        print(f"\r    {label}: {time.time() - started:4.0f} s {current:<40}", end="", flush=True)
+    print(f"\r    {label}: done in {time.time() - started:.0f} s{' ' * 40}", flush=True)
+    if proc.returncode != 0:
+        sys.exit(f"{label} failed (exit {proc.returncode}); see {log}")
+
+
+class Odoo:
+    """Talks to the running Odoo like a browser and an RPC client would."""
+
+    def __init__(self, url: str, db: str):
+        self.url, self.db = url, db
+        self.http = requests.Session()
+
+    def login(self) -> None:
+        answer = self.http.post(
+            f"{self.url}/web/session/authenticate",
+            json={"jsonrpc": "2.0", "params": {"db": self.db, "login": ADMIN[0], "password": ADMIN[1]}},
+            timeout=60,
+        )
+        answer.raise_for_status()
+        if answer.json().get("error"):
+            sys.exit(f"Odoo login failed: {answer.json()['error']}")
+
+    def call(self, model: str, method: str, *args, **kwargs):
+        answer = self.http.post(
+            f"{self.url}/web/dataset/call_kw/{model}/{method}",
+            json={"jsonrpc": "2.0", "params": {"model": model, "method": method, "args": args, "kwargs": kwargs}},
+            timeout=600,
+        )
+        body = answer.json()
+        if body.get("error"):
+            raise RuntimeError(body["error"]["data"].get("message") or body["error"])
+        return body["result"]
+
+    def button(self, model: str, method: str, record_id: int):
+        answer = self.http.post(
+            f"{self.url}/web/dataset/call_button",
+            json={"jsonrpc": "2.0", "params": {"model": model, "method": method, "args": [[record_id]], "kwargs": {}}},
+            timeout=120,
+        )
+        body = answer.json()
+        if body.get("error"):
+            raise RuntimeError(body["error"]["data"].get("message") or body["error"])
+        return body["result"]
+
+
+def wait_port(url: str, proc: subprocess.Popen, seconds: int = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit("Odoo stopped while starting; see var/logs/demo-server.log")
+        try:
+            requests.get(f"{url}/web/login", timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(1)
+    sys.exit("Odoo did not start listening in time")
+
+
+def mail_set(odoo: Odoo, partner_id: int) -> list[tuple[str, dict]]:
+    """The demo's mails, created as real mail.mail records in Odoo's queue."""
+
+    def attachment(name: str, size: int) -> int:
+        data = (name.encode() * (size // len(name) + 1))[:size]
+        return odoo.call(
+            "ir.attachment",
+            "create",
+            {"name": name, "datas": base64.b64encode(data).decode(), "mimetype": "application/octet-stream"},
+        )
+
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    base = {"email_from": f"Contoso Sales <{SENDER}>", "auto_delete": False}
+    mails = [
+        (
+            "plain text",
+            {"subject": "Plain text", "body_html": "<p>Just text.</p>", "email_to": "alice@fabrikam.example"},
+        ),
+        (
+            "HTML + inline image",
+            {
+                "subject": "HTML with an inline image",
+                "body_html": f'<p>Logo: <img src="data:image/png;base64,{pixel}" alt="logo"/></p>',
+                "email_to": "bob@fabrikam.example",
+            },
+        ),
+        (
+            "CC and BCC",
+            {
+                "subject": "CC and BCC",
+                "body_html": "<p>Copies.</p>",
+                "email_to": "carol@fabrikam.example",
+                "email_cc": "dave@fabrikam.example",
+                "headers": repr({"Bcc": "erin@fabrikam.example"}),
+            },
+        ),
+        (
+            "10 MB attachment",
+            {
+                "subject": "10 MB",
+                "body_html": "<p>Big.</p>",
+                "email_to": "frank@fabrikam.example",
+                "attachment_ids": [(6, 0, [attachment("ten.bin", 10 * MB)])],
+            },
+        ),
+        (
+            "40 MB attachment",
+            {
+                "subject": "40 MB",
+                "body_html": "<p>Bigger.</p>",
+                "email_to": "grace@fabrikam.example",
+                "attachment_ids": [(6, 0, [attachment("forty.bin", 40 * MB)])],
+            },
+        ),
+    ]
+    created = []
+    for label, values in mails:
+        mail_id = odoo.call("mail.mail", "create", dict(base, **values))
+        created.append((label, {"id": mail_id}))
+    # A chatter message to a follower, then a reply to it: the reply must keep the thread.
+    odoo.call(
+        "res.partner",
+        "message_post",
+        [partner_id],
+        body="<p>Your order shipped.</p>",
+        subject="Order shipped",
+        message_type="comment",
+        subtype_xmlid="mail.mt_comment",
+        partner_ids=[partner_id],
+    )
+    parent = odoo.call(
+        "mail.message",
+        "search_read",
+        [("model", "=", "res.partner"), ("res_id", "=", partner_id)],
+        ["message_id"],
+        limit=1,
+        order="id desc",
+    )[0]
+    reply = odoo.call(
+        "mail.mail",
+        "create",
+        dict(
+            base,
+            subject="Re: Order shipped",
+            body_html="<p>Tracking number attached.</p>",
+            email_to="zoe@fabrikam.example",
+            references=parent["message_id"],
+            headers=repr({"In-Reply-To": parent["message_id"]}),
+        ),
+    )
+    created.append(("reply in a thread", {"id": reply, "parent": parent["message_id"]}))
+    return created
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", default=os.environ.get("MAIL_GRAPH_SERIES", "18.0"))
+    parser.add_argument("--db", default="mail_graph_demo")
+    parser.add_argument("--port", type=int, default=8069)
+    parser.add_argument("--fake-port", type=int, default=8765)
+    parser.add_argument("--no-serve", action="store_true", help="stop Odoo at the end instead of serving")
+    args = parser.parse_args()
+
+    found = find_odoo(args.series)
+    if not found:
+        key = "MAIL_GRAPH_ODOO_" + args.series.replace(".", "_")
+        sys.exit(
+            f"No Odoo {args.series} found. The demo needs Odoo community {args.series} source (the folder holding "
+            f"odoo-bin) at /opt/odoo/{args.series} with a Python environment at /opt/odoo/venv-{args.series} "
+            f"(its requirements.txt installed), or set {key} and {key}_PYTHON."
+        )
+    tree, python = found
+    logs = REPO / "var" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    step(f"Odoo {args.series} at {tree}")
+    ensure_core_installed(python)
+
+    step(f"Starting the fake Microsoft on 127.0.0.1:{args.fake_port}")
+    fake = FakeMicrosoft(port=args.fake_port).start()
+    fake.configure(max_message_size=150 * MB)
+
+    step(f"Creating database {args.db} with mail_graph_api (PostgreSQL on 127.0.0.1:5432)")
+    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", args.db])
+    odoo_cmd = [
+        str(python),
+        str(tree / "odoo-bin"),
+        "-d",
+        args.db,
+        "--db_host=127.0.0.1",
+        "--db_user=root",
+        f"--addons-path={addons_path(tree)}",
+        "--http-interface=127.0.0.1",
+    ]
+    without_demo = ["--without-demo"] if args.series >= "19.0" else ["--without-demo=all"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run_with_progress(
+        [*odoo_cmd, "-i", "mail_graph_api", "--stop-after-init", *without_demo, f"--http-port={args.port}"],
+        logs / "demo-install.log",
+        "install",
+        env,
+    )
+
+    url = f"http://127.0.0.1:{args.port}"
+    step(f"Starting Odoo on {url}")
+    with (logs / "demo-server.log").open("w") as out:
+        server = subprocess.Popen(
+            [*odoo_cmd, f"--http-port={args.port}", "--max-cron-threads=0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_port(url, server)
+        odoo = Odoo(url, args.db)
+        odoo.login()
+        odoo.call("ir.config_parameter", "set_param", "web.base.url", url)
+        odoo.call("ir.config_parameter", "set_param", "web.base.url.freeze", "True")
+        odoo.call("ir.config_parameter", "set_param", "mail.catchall.domain", "contoso.onmicrosoft.com")
+        odoo.call("res.users", "write", [2], {"email": "it@contoso.onmicrosoft.com"})
+
+        step("Configuring an Outgoing Mail Server that uses Microsoft Graph")
+        server_id = odoo.call(
+            "ir.mail_server",
+            "create",
+            {
+                "name": "Microsoft 365 (Graph)",
+                "use_graph_api": True,
+                "graph_client_id": DEFAULTS["client_id"],
+                "graph_client_secret": DEFAULTS["client_secret"],
+                "graph_tenant_id": DEFAULTS["tenant_id"],
+                "graph_sender_email": SENDER,
+                "graph_cloud": "custom",
+                "graph_authority_url": fake.url,
+                "graph_api_url": fake.graph_url,
+                "graph_max_email_size": 60,
+            },
+        )
+
+        step("Authenticate with Microsoft (authorization code flow; the fake consents)")
+        action = odoo.button("ir.mail_server", "action_graph_authenticate", server_id)
+        consent = requests.get(action["url"], allow_redirects=False, timeout=30)
+        callback = consent.headers["Location"]
+        print(f"    Microsoft redirected to {urlparse(callback).path}")
+        page = odoo.http.get(callback, timeout=60)
+        state = odoo.call("ir.mail_server", "read", [server_id], ["graph_connection_state", "graph_account"])[0]
+        print(
+            f"    callback page: HTTP {page.status_code}; server state: {state['graph_connection_state']}, "
+            f"account {state['graph_account']}"
+        )
+        result = odoo.button("ir.mail_server", "test_smtp_connection", server_id)
+        print(f"    Test Connection: {result['params']['message']}")
+
+        step("Queueing real Odoo mails")
+        partner_id = odoo.call("res.partner", "create", {"name": "Zoë Customer", "email": "zoe@fabrikam.example"})
+        fake.reset()
+        fake.configure(max_message_size=150 * MB)
+        mails = mail_set(odoo, partner_id)
+        queued = odoo.call("mail.mail", "search_count", [("state", "=", "outgoing")])
+        step(f"Processing the mail queue ({queued} mails) as the cron does")
+        started = time.time()
+        odoo.call("mail.mail", "process_email_queue")
+        print(f"    queue processed in {time.time() - started:.1f} s")
+
+        report(odoo, fake, mails, server_id)
+        reply_threading(odoo, fake, partner_id)
+    except BaseException:
+        server.terminate()
+        fake.stop()
+        raise
+
+    if args.no_serve:
+        server.terminate()
+        server.wait(30)
+        fake.stop()
+        step("Done (--no-serve: Odoo stopped)")
+        return 0
+    step(f"Odoo is serving on {url}  (database {args.db}, login admin / password admin)")
+    print(f"    fake Microsoft on {fake.url} (control API {fake.url}/_fake/messages). Ctrl-C stops both.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and server.poll() is None:
+            stop.wait(1)
+    except KeyboardInterrupt:
+        pass
+    server.terminate()
+    fake.stop()
+    return 0
+
+
+def report(odoo: Odoo, fake: FakeMicrosoft, mails: list, server_id: int) -> None:
+    received = {m["internet_message_id"]: m for m in fake.messages()}
+    rows = []
+    for label, info in mails:
+        mail = odoo.call("mail.mail", "read", [info["id"]], ["state", "message_id", "failure_reason"])[0]
+        logs = odoo.call(
+            "mail.graph.api.log", "search_read", [("message_id", "=", mail["message_id"])], ["operation", "duration_ms"]
+        )
+        got = received.get(mail["message_id"])
+        recipients = ""
+        if got:
+            recipients = ", ".join(got["to"] + [f"cc:{a}" for a in got["cc"]] + [f"bcc:{a}" for a in got["bcc"]])
+        attachments = ", ".join(f"{a['name']} {a['size'] / MB:.1f}MB" for a in (got or {}).get("attachments", []))
+        rows.append(
+            (
+                label,
+                mail["state"],
+                mail["message_id"],
+                "yes" if got else "NO",
+                len(logs),
+                f"{sum(log['duration_ms'] for log in logs) / 1000:.2f}s",
+                recipients,
+                attachments or "-",
+            )
+        )
+        if mail["state"] != "sent":
+            print(f"    {label}: {mail['failure_reason']}")
+    headers = ("mail", "Odoo state", "Message-ID", "at Microsoft", "Graph calls", "time", "delivered to", "attachments")
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print()
+    print(line.format(*headers))
+    print(line.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(line.format(*row))
+    token_calls = len(fake.calls("token"))
+    print(f"\n    token endpoint calls while sending: {token_calls}; messages at Microsoft: {len(received)}")
+    print()
+
+
+def reply_threading(odoo: Odoo, fake: FakeMicrosoft, partner_id: int) -> None:
+    """Feed a customer's reply to the chatter mail back into Odoo: it must land on the same record."""
+    sent = [m for m in fake.messages() if m["subject"] == "Order shipped"]
+    if not sent:
+        print("    (no chatter mail found at Microsoft: reply check skipped)")
+        return
+    parent_id = sent[0]["internet_message_id"]
+    reply = (
+        f"From: Zoe <zoe@fabrikam.example>\r\nTo: {SENDER}\r\nSubject: Re: Order shipped\r\n"
+        f"Message-ID: <{uuid.uuid4()}@fabrikam.example>\r\nIn-Reply-To: {parent_id}\r\nReferences: {parent_id}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nThanks, received!\r\n"
+    )
+    thread_id = odoo.call("mail.thread", "message_process", False, reply)
+    verdict = "kept the thread" if thread_id == partner_id else f"LOST the thread (got {thread_id})"
+    print(f"    customer reply to {parent_id}: routed to res.partner #{thread_id}: {verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
