@@ -112,9 +112,7 @@ class MailboxCredentials:
         return [self.cloud.scope(s) for s in self.scopes if s.lower() not in RESERVED_SCOPES]
 
     def credential_digest(self) -> str:
-        material = "\0".join(
-            (self.client_secret or "", self.certificate_pem or "", self.certificate_thumbprint or "")
-        )
+        material = "\0".join((self.client_secret or "", self.certificate_pem or "", self.certificate_thumbprint or ""))
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
@@ -216,9 +214,7 @@ def _certificate_credential(pem: Union[str, bytes], thumbprint: Optional[str]) -
     text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
     key = _KEY_RE.search(text)
     if not key:
-        raise ConfigurationError(
-            "The certificate PEM has no private key", hint="Give the PEM with its private key."
-        )
+        raise ConfigurationError("The certificate PEM has no private key", hint="Give the PEM with its private key.")
     key_pem = key.group(0)
     register_secret(key_pem)
     try:
@@ -486,13 +482,23 @@ class DelegatedAuthFlow:
         self.transport = transport or Transport()
         self.clock = clock
 
-    def start(self, state: str, login_hint: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
+    def start(
+        self,
+        state: str,
+        login_hint: Optional[str] = None,
+        prompt: Optional[str] = None,
+        response_mode: Optional[str] = None,
+    ) -> Tuple[str, Dict[str, Any]]:
+        """``state`` is the caller's (signed, bound to user/database/server); ``prompt`` e.g.
+        ``select_account``; ``response_mode="form_post"`` makes Microsoft POST the answer to the callback."""
         app = msal_app(self.credentials, self.transport)
         flow = app.initiate_auth_code_flow(
             scopes=self.credentials.graph_scopes,
             redirect_uri=self.redirect_uri,
             state=state,
             login_hint=login_hint,
+            prompt=prompt,
+            response_mode=response_mode,
         )
         url = flow["auth_uri"]
         _, origin = _msal_authority(self.credentials)
@@ -518,9 +524,7 @@ class DelegatedAuthFlow:
         except GraphMailError as exc:
             raise _token_phase(exc)
         except ValueError as exc:
-            raise AuthenticationError(
-                f"The sign-in answer was refused: {exc}", hint="Start the sign-in again."
-            )
+            raise AuthenticationError(f"The sign-in answer was refused: {exc}", hint="Start the sign-in again.")
         token = _token_set(result, now)
         if token.refresh_token:
             entry = _entry_for(self.credentials, token.refresh_token)

@@ -79,9 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("app", "application", "delegated"),
         help="default: app, or delegated when a refresh token is given",
     )
-    common.add_argument(
-        "--refresh-token", help=f"delegated mode; '-' to prompt; default: ${ENV_REFRESH_TOKEN}"
-    )
+    common.add_argument("--refresh-token", help=f"delegated mode; '-' to prompt; default: ${ENV_REFRESH_TOKEN}")
     common.add_argument("--mailbox", help="mailbox to check or send from (required in app mode)")
     common.add_argument("--cloud", default="global", choices=sorted(CLOUDS))
     common.add_argument("--authority-url", help="override the identity host (e.g. http://127.0.0.1:8765)")
@@ -147,8 +145,7 @@ def check(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     cloud = credentials.cloud
     report.ok(
-        f"Configuration: {credentials.mode.value} mode, authority {credentials.authority}, "
-        f"Graph {cloud.graph_url}"
+        f"Configuration: {credentials.mode.value} mode, authority {credentials.authority}, Graph {cloud.graph_url}"
     )
     transport = Transport()
     provider = TokenProvider(credentials, transport=transport)
@@ -169,9 +166,7 @@ def check(args: argparse.Namespace, out: TextIO) -> int:
     report.ok(f"Token acquired{who} ({kind}: {', '.join(sorted(granted)) or 'unknown'})")
     if granted:
         if "Mail.Send" not in granted:
-            report.fail(
-                "Permission Mail.Send is missing", "Add Microsoft Graph > Mail.Send and grant admin consent."
-            )
+            report.fail("Permission Mail.Send is missing", "Add Microsoft Graph > Mail.Send and grant admin consent.")
         if not granted & {"Mail.ReadWrite"}:
             report.warn(
                 "Permission Mail.ReadWrite is missing: mail over 4 MB (drafts + upload sessions) will fail",
@@ -234,9 +229,7 @@ def send(args: argparse.Namespace, out: TextIO) -> int:
     if not recipients:
         recipients = [
             a
-            for _, a in email.utils.getaddresses(
-                [str(v) for h in ("To", "Cc", "Bcc") for v in message.get_all(h, [])]
-            )
+            for _, a in email.utils.getaddresses([str(v) for h in ("To", "Cc", "Bcc") for v in message.get_all(h, [])])
             if a
         ]
     client = GraphMailClient(credentials)

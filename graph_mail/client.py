@@ -22,11 +22,12 @@ from .errors import (
     ConfigurationError,
     GraphApiError,
     GraphMailError,
+    MessageTooLarge,
     PermissionDenied,
     TransportError,
     error_from_graph_response,
 )
-from .message import Attachment, Envelope, SendPlan, build_plan
+from .message import MAX_REQUEST_BYTES, Attachment, Envelope, SendPlan, build_plan
 from .redaction import install_log_redaction, redact
 from .retry import RetryPolicy, parse_retry_after
 from .transport import Timeouts, Transport
@@ -106,15 +107,24 @@ class GraphMailClient:
             plan = build_plan(message, envelope)
             base = self._mailbox_path(envelope.sender)
             if plan.path == "mime":
-                self._request(
-                    ctx,
-                    "sendMail",
-                    "POST",
-                    f"{base}/sendMail",
-                    body=plan.mime_base64,
-                    content_type="text/plain",
-                    sending=True,
-                )
+                try:
+                    self._request(
+                        ctx,
+                        "sendMail",
+                        "POST",
+                        f"{base}/sendMail",
+                        body=plan.mime_base64,
+                        content_type="text/plain",
+                        sending=True,
+                    )
+                except MessageTooLarge as exc:
+                    # Graph's "about 4 MB" was smaller than our estimate: a 413 was not processed, so
+                    # the same mail can safely go the draft way, with a stricter request size.
+                    if exc.status != 413:
+                        raise
+                    limit = min(plan.request_bytes, MAX_REQUEST_BYTES) * 3 // 4
+                    plan = build_plan(message, envelope, max_request_bytes=limit)
+                    self._send_draft(ctx, base, plan)
             else:
                 self._send_draft(ctx, base, plan)
         except GraphMailError as exc:
@@ -294,18 +304,14 @@ class GraphMailClient:
             started = self.transport.clock()
             response = None
             try:
-                response = self.transport.request(
-                    method, url, headers=sent_headers, data=body, deadline=ctx.deadline
-                )
+                response = self.transport.request(method, url, headers=sent_headers, data=body, deadline=ctx.deadline)
             except TransportError as exc:
                 error: GraphMailError = exc
             else:
                 if response.status_code < 400:
                     self._record(ctx, operation, method, url, response, None, started, body, attempt, "ok")
                     return response
-                retry_after = parse_retry_after(
-                    response.headers.get("Retry-After"), self.transport.wall_clock()
-                )
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self.transport.wall_clock())
                 error = error_from_graph_response(
                     response.status_code,
                     response.headers,
@@ -317,9 +323,7 @@ class GraphMailClient:
                 if response.status_code == 401 and auth and not ctx.reauthenticated:
                     # An expired or revoked token: refresh once and replay once (401 = not processed).
                     ctx.reauthenticated = True
-                    self._record(
-                        ctx, operation, method, url, response, error, started, body, attempt, "retry"
-                    )
+                    self._record(ctx, operation, method, url, response, error, started, body, attempt, "retry")
                     self.token_provider.invalidate(token)
                     continue
             delay = policy.next_delay(error, attempt, self.transport.clock(), ctx.deadline, idempotent)

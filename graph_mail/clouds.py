@@ -116,9 +116,7 @@ def resolve_cloud(
     """
     key = (name or "global").lower().replace("-", "_")
     if key not in CLOUDS:
-        raise ConfigurationError(
-            f"Unknown cloud {name!r}", hint="Use one of: " + ", ".join(sorted(CLOUDS)) + "."
-        )
+        raise ConfigurationError(f"Unknown cloud {name!r}", hint="Use one of: " + ", ".join(sorted(CLOUDS)) + ".")
     authority_host, graph_host, resource = CLOUDS[key]
     authority = check_url(authority_url or authority_host, "Authority URL")
     graph = check_url(graph_url or graph_host, "Graph URL")

@@ -24,9 +24,7 @@ AADSTS_HINTS: Dict[int, str] = {
         "The client secret is wrong: paste the secret's Value (shown once when created), "
         "not its Secret ID, from Entra ID > App registrations > Certificates & secrets."
     ),
-    7000222: (
-        "The client secret has expired: create a new one under Certificates & secrets and update it here."
-    ),
+    7000222: ("The client secret has expired: create a new one under Certificates & secrets and update it here."),
     700016: (
         "Application not found in this tenant: check the client (application) ID and the tenant ID, "
         "and that the app is registered in (or consented to by) this tenant."
@@ -71,9 +69,7 @@ GRAPH_HINTS: Dict[str, str] = {
         "admin consent; for app-only check the application access policy in Exchange."
     ),
     "AccessDenied": "Access denied: grant the missing Graph permission and admin consent in API permissions.",
-    "Authorization_RequestDenied": (
-        "Insufficient privileges: grant User.Read (delegated) or User.Read.All (app)."
-    ),
+    "Authorization_RequestDenied": ("Insufficient privileges: grant User.Read (delegated) or User.Read.All (app)."),
     "ErrorSendAsDenied": (
         "Not allowed to send as this address: grant Send As (or Send on Behalf) on that mailbox in "
         "Exchange admin center, or send from the connected mailbox."
@@ -84,15 +80,22 @@ GRAPH_HINTS: Dict[str, str] = {
     ),
     "ResourceNotFound": "Not found: check the mailbox address (user principal name or primary SMTP address).",
     "ErrorInvalidUser": "Unknown mailbox: check the sender address exists in this tenant.",
+    "Request_ResourceNotFound": "Unknown user: check the mailbox address exists in this tenant.",
     "ErrorItemNotFound": "The item no longer exists (draft deleted or moved); send the mail again.",
     "ErrorInvalidRecipients": "A recipient address is invalid: fix the To/Cc/Bcc addresses.",
     "ErrorInvalidInternetMessageHeader": (
         "A custom header was refused: Graph only accepts a few headers starting with 'x-'."
     ),
-    "RequestBodyRead": "Graph could not read the request body: the MIME message is malformed.",
-    "RequestBodyTooLarge": (
-        "The request exceeds Graph's 4 MB limit: large attachments need an upload session."
+    "InvalidInternetMessageHeader": (
+        "A custom header was refused: Graph only accepts a few headers starting with 'x-'."
     ),
+    "RequestBodyRead": "Graph could not read the request body: the MIME message is malformed.",
+    "ErrorMimeContentInvalidBase64String": "Graph could not decode the MIME body: report this as a bug.",
+    "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize": (
+        "Upload sessions take attachments of 3 MB or more: report this as a bug."
+    ),
+    "LengthRequired": "Graph wants a Content-Length on this request: report this as a bug.",
+    "RequestBodyTooLarge": ("The request exceeds Graph's 4 MB limit: large attachments need an upload session."),
     "ErrorMessageSizeExceeded": (
         "The message exceeds the mailbox's maximum size (35 MB by default): reduce attachments or raise "
         "the limit in Exchange."
@@ -107,6 +110,7 @@ GRAPH_HINTS: Dict[str, str] = {
     "InternalServerError": "Microsoft Graph failed internally: check Sent Items before resending.",
     "BadGateway": "Microsoft Graph gateway error: check Sent Items before resending.",
     "invalidRange": "The upload range was refused: the upload resumes from the server's expected range.",
+    "InvalidRange": "The upload range was refused: the upload resumes from the server's expected range.",
 }
 
 # Hints when neither code is known: by HTTP status.
@@ -337,7 +341,12 @@ def _graph_error_class(status: int, code: Optional[str]) -> type:
         return AuthenticationError
     if status == 403 or code in ("ErrorAccessDenied", "AccessDenied", "ErrorSendAsDenied"):
         return PermissionDenied
-    if status == 404 and code in ("MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorInvalidUser"):
+    if status == 404 and code in (
+        "MailboxNotEnabledForRESTAPI",
+        "ResourceNotFound",
+        "Request_ResourceNotFound",
+        "ErrorInvalidUser",
+    ):
         return MailboxNotFound
     if status == 429 or code in ("ApplicationThrottled", "MailboxConcurrency"):
         return Throttled
@@ -348,9 +357,7 @@ def _graph_error_class(status: int, code: Optional[str]) -> type:
     return GraphApiError
 
 
-def error_from_token_response(
-    result: Mapping[str, Any], *, status: Optional[int] = None
-) -> AuthenticationError:
+def error_from_token_response(result: Mapping[str, Any], *, status: Optional[int] = None) -> AuthenticationError:
     """Build the right error from an msal / token-endpoint error dict (``error``, ``error_description``)."""
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "")

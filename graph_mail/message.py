@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import email.policy
 import io
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -141,9 +143,7 @@ def build_plan(
             f"Invalid sender address {envelope.sender!r}", hint="Set the mailbox address to send from."
         )
     if not envelope.recipients:
-        raise MimeConversionError(
-            "The envelope has no recipient", hint="Give at least one To/Cc/Bcc address."
-        )
+        raise MimeConversionError("The envelope has no recipient", hint="Give at least one To/Cc/Bcc address.")
 
     bcc = _bcc_for(message, envelope)
     message_id = str(message.get("Message-ID") or "").strip()
@@ -198,10 +198,22 @@ def _addresses(message: Message, *names: str) -> List[str]:
     return [addr for _, addr in getaddresses(values) if addr]
 
 
+def _as_sent(message: Message) -> Message:
+    """The root headers as a receiver parses them from the bytes we send.
+
+    Graph delivers to what it parses, and the stdlib's folding can mangle long non-ASCII address lists
+    (an encoded comma merges two addresses into one): recipients are reckoned from the bytes, not the object.
+    """
+    policy = message.policy.clone(linesep="\r\n")
+    raw = b"".join(policy.fold_binary(name, value) for name, value in message.items())
+    return BytesHeaderParser(policy=email.policy.default).parsebytes(raw + b"\r\n")
+
+
 def _bcc_for(message: Message, envelope: Envelope) -> List[str]:
     """Envelope recipients not visible in To/Cc: they go in the Bcc header Graph reads and strips."""
-    visible = {a.lower() for a in _addresses(message, "To", "Cc")}
-    header_bcc = {a.lower() for a in _addresses(message, "Bcc")}
+    sent = _as_sent(message)
+    visible = {a.lower() for a in _addresses(sent, "To", "Cc")}
+    header_bcc = {a.lower() for a in _addresses(sent, "Bcc")}
     wanted = {r.lower() for r in envelope.recipients}
     unexpected = sorted((visible | header_bcc) - wanted)
     if unexpected:

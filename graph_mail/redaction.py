@@ -47,7 +47,7 @@ _PATTERNS = (
     (re.compile(rf"(?i)\b({_NAMES})(=|%3D)[^&\s\"'<>]+"), r"\1\2" + REDACTED),
     # "name": "value" (JSON) and 'name': 'value' (Python reprs)
     (
-        re.compile(r"(?i)([\"'])({})\1(\s*:\s*)([\"'])(?:(?!\4).)*\4".format(_JSON_NAMES)),
+        re.compile(rf"(?i)([\"'])({_JSON_NAMES})\1(\s*:\s*)([\"'])(?:(?!\4).)*\4"),
         r"\1\2\1\3\4" + REDACTED + r"\4",
     ),
     # "code": an authorization code (msal logs them), unless shaped like a Graph error code (CamelCase)
@@ -62,21 +62,26 @@ _PATTERNS = (
 _lock = threading.Lock()
 # Insertion-ordered and bounded: rotated refresh tokens keep arriving in a long-lived process.
 _secrets: Dict[str, None] = OrderedDict()
-_MAX_SECRETS = 2048
+_MAX_SECRETS = 1024
+_by_length: list = []  # _secrets sorted longest first (so a secret containing another goes first)
 _MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
 
 
 def register_secret(*values: Optional[str]) -> None:
-    """Redact these exact values (and their URL-encoded forms) from every text from now on."""
+    """Redact these exact values (and their URL-encoded forms) from every text from now on.
+
+    JWTs (access tokens) need no registration: the JWT pattern catches them."""
+    global _by_length
     with _lock:
         for value in values:
-            if value and len(value) >= _MIN_SECRET_LENGTH:
+            if value and len(value) >= _MIN_SECRET_LENGTH and not value.startswith("eyJ"):
                 encoded = quote(value, safe="")
                 for form in (value, encoded, encoded.replace("~", "%7E"), quote_plus(value)):
                     _secrets.pop(form, None)
                     _secrets[form] = None
         while len(_secrets) > _MAX_SECRETS:
             _secrets.popitem(last=False)
+        _by_length = sorted(_secrets, key=len, reverse=True)
 
 
 def redact(text: Optional[str]) -> str:
@@ -84,9 +89,7 @@ def redact(text: Optional[str]) -> str:
     if not text:
         return text or ""
     text = str(text)
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for value in secrets:
+    for value in _by_length:  # replaced wholesale on registration: safe to iterate without the lock
         if value in text:
             text = text.replace(value, REDACTED)
     for pattern, replacement in _PATTERNS:

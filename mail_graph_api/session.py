@@ -12,8 +12,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from odoo import _
+from odoo.tools import formataddr
 
 from odoo.addons.base.models.ir_mail_server import MailDeliveryException
 
@@ -63,6 +65,8 @@ def outcome_for(error: GraphMailError) -> Outcome:
         failure_type = "mail_smtp"  # Odoo's "outgoing mail server problem"
     # str(error) holds what failed, the hint for the administrator and Microsoft's request ids.
     reason = str(error)
+    if isinstance(error, InvalidGrantError):
+        reason = _("%s Open the outgoing mail server and click “Authenticate with Microsoft”.", reason)
     if error.may_have_been_sent:
         reason = _(
             "Microsoft may have accepted this mail: it was NOT sent again automatically. Check the sender's Sent "
@@ -140,7 +144,22 @@ class GraphSession:
                 retry_after=self._throttled_until - time.monotonic(),
                 nothing_sent=True,
             )
+        self._align_from(message)
         self._client.send(message, Envelope(sender=self.mailbox, recipients=list(to_addrs or [])))
+
+    def _align_from(self, message):
+        """Exchange refuses a From the mailbox has no Send As right on (ErrorSendAsDenied). Odoo may have put
+        its notifications address or an author's own address there: keep the name, use the mailbox."""
+        if not self._server.graph_force_from:
+            return
+        original = message["From"] or ""
+        name, address = parseaddr(original)
+        if address.lower() == self.mailbox.lower():
+            return
+        del message["From"]
+        message["From"] = formataddr((name or address, self.mailbox))
+        if not message["Reply-To"] and address:
+            message["Reply-To"] = original
 
     def _handle_failure(self, message, from_addr, to_addrs, error):
         server = self._server

@@ -44,6 +44,8 @@ class ServerTokenSource:
     @classmethod
     def for_server(cls, server):
         server = server.sudo()
+        # The renewal reads the row through its own cursor: pending ORM writes (fresh tokens) must be visible.
+        server.env.flush_all()
         return cls(server.env.registry, server.id, server.graph_token_version, server._graph_credentials())
 
     def access_token(self) -> str:
@@ -54,11 +56,11 @@ class ServerTokenSource:
             return cached[0]
         return self._renew()
 
-    def invalidate(self) -> None:
+    def invalidate(self, access_token: str | None = None) -> None:
         """Microsoft refused our token (401): the next access_token() renews it unless another worker did."""
         with _memory_lock:
             entry = _memory.pop(self._key, None)
-        self._rejected = entry[0] if entry else self._rejected
+        self._rejected = access_token or (entry[0] if entry else self._rejected)
 
     def _renew(self) -> str:
         from odoo import fields

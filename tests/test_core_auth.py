@@ -231,7 +231,7 @@ def test_client_credentials_with_certificate_thumbprint_computed(fake, certifica
 
 
 def test_unregistered_certificate_is_refused(fake, certificate):
-    key_pem, cert_pem, sha1 = certificate
+    key_pem, _, sha1 = certificate
     creds = credentials(
         fake, mode="application", client_secret=None, certificate_pem=key_pem, certificate_thumbprint=sha1
     )

@@ -55,7 +55,7 @@ class Script(BaseAdapter):
                     raise answer
                 if callable(answer):
                     answer = answer(request)
-                status, body, headers = (list(answer) + [None, None])[:3]
+                status, body, headers = [*list(answer), None, None][:3]
                 response = requests.Response()
                 response.status_code = status
                 response._content = json.dumps(body).encode() if isinstance(body, (dict, list)) else (body or b"")
@@ -236,9 +236,7 @@ def test_connection_refused_is_retried(script, sleeps):
 def draft_script(script, chunk_answers=None):
     upload_url = f"{BASE}/upload/session-1?tempauth=opaque-upload-token"
     script.on("POST", r"/me/messages$", (201, {"id": "draft/1="}))
-    script.on(
-        "POST", r"/messages/draft%2F1%3D/attachments/createUploadSession$", (201, {"uploadUrl": upload_url})
-    )
+    script.on("POST", r"/messages/draft%2F1%3D/attachments/createUploadSession$", (201, {"uploadUrl": upload_url}))
     script.on("PUT", r"/upload/session-1", *(chunk_answers or [_chunk_ok]))
     script.on("GET", r"/upload/session-1", lambda r: (200, {"nextExpectedRanges": [f"{CHUNK_SIZE}-"]}))
     script.on("POST", r"/messages/draft%2F1%3D/send$", (202, b""))
@@ -247,7 +245,7 @@ def draft_script(script, chunk_answers=None):
 
 
 def _chunk_ok(request):
-    start, end, total = map(int, re.match(r"bytes (\d+)-(\d+)/(\d+)", request.headers["Content-Range"]).groups())
+    _, end, total = map(int, re.match(r"bytes (\d+)-(\d+)/(\d+)", request.headers["Content-Range"]).groups())
     if end + 1 == total:
         return 201, b""
     return 200, {"nextExpectedRanges": [f"{end + 1}-"]}
@@ -320,7 +318,11 @@ def test_on_call_failure_never_breaks_a_send(script, sleeps):
 
 def test_find_sent_and_whoami(script, sleeps):
     script.on("GET", r"/me/mailFolders/SentItems/messages\?", (200, {"value": [{"id": "x"}]}))
-    script.on("GET", r"/users/sales@contoso.onmicrosoft.com/mailFolders/SentItems", (403, {"error": {"code": "ErrorAccessDenied"}}))
+    script.on(
+        "GET",
+        r"/users/sales@contoso.onmicrosoft.com/mailFolders/SentItems",
+        (403, {"error": {"code": "ErrorAccessDenied"}}),
+    )
     script.on("GET", r"/v1.0/me$", (200, {"mail": SENDER}))
     client = make_client(script, sleeps)
     assert client.find_sent("<q'1@odoo>", SENDER) is True
@@ -328,3 +330,16 @@ def test_find_sent_and_whoami(script, sleeps):
     assert "%24filter=internetMessageId%20eq%20%27%3Cq%27%271%40odoo%3E%27" in query
     assert client.find_sent("<q1@odoo>", "sales@contoso.onmicrosoft.com") is None
     assert client.whoami() == {"mail": SENDER}
+
+
+def test_413_on_the_mime_path_falls_back_to_the_draft_path(script, sleeps):
+    data = os.urandom(1_500_000)
+    draft_script(script)
+    script.rules.insert(0, ("POST", re.compile(r"/me/sendMail$"), [(413, {"error": {"code": "RequestBodyTooLarge"}})]))
+    script.on("POST", r"/messages/draft%2F1%3D/attachments$", (201, {"id": "att-1"}))
+    result = make_client(script, sleeps).send(message(data), ENVELOPE)
+    assert result.path == "draft"
+    assert [c.operation for c in result.calls][:2] == ["sendMail", "createDraft"]
+    assert result.calls[0].outcome == "error" and result.calls[-1].operation == "send"
+    posted = [json.loads(r.body) for r in script.calls("POST", r"/attachments$")]
+    assert posted and base64.b64decode(posted[0]["contentBytes"]) == data

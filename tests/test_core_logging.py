@@ -19,7 +19,6 @@ from graph_mail import (
     GraphMailError,
     MailboxCredentials,
     TokenProvider,
-    Transport,
     resolve_cloud,
 )
 from graph_mail.message import build_plan
@@ -77,9 +76,7 @@ def test_no_secret_in_any_log_or_error(fake, caplog, certificate_pem):
     secrets.add(TokenProvider(app).access_token())
     key_pem, cert_pem = certificate_pem
     fake.configure(certificates=[cert_pem])
-    cert_creds = MailboxCredentials(
-        TENANT_ID, CLIENT_ID, certificate_pem=key_pem + cert_pem, mode="app", cloud=cloud
-    )
+    cert_creds = MailboxCredentials(TENANT_ID, CLIENT_ID, certificate_pem=key_pem + cert_pem, mode="app", cloud=cloud)
     secrets.add(TokenProvider(cert_creds).access_token())
     wrong = MailboxCredentials(TENANT_ID, CLIENT_ID, client_secret=CLIENT_SECRET_ID, mode="app", cloud=cloud)
     try:

@@ -7,7 +7,6 @@ import hashlib
 import os
 import time
 from email.message import EmailMessage
-
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -203,7 +202,10 @@ def test_read_timeout_on_send_is_ambiguous(fake, sleeps):
 def test_unknown_mailbox_and_send_as_denied(fake, sleeps):
     client = app_client(fake, sleeps)
     with pytest.raises(MailboxNotFound):
-        client.send(make_message("ghost@contoso.onmicrosoft.com"), Envelope("ghost@contoso.onmicrosoft.com", ["bob@example.com", "carol@example.com"]))
+        client.send(
+            make_message("ghost@contoso.onmicrosoft.com"),
+            Envelope("ghost@contoso.onmicrosoft.com", ["bob@example.com", "carol@example.com"]),
+        )
     fake.configure(allowed_mailboxes=[ADMIN])
     with pytest.raises(PermissionDenied) as info:
         client.send(make_message(), ENVELOPE)

@@ -104,6 +104,12 @@ class IrMailServer(models.Model):
     graph_send_deadline = fields.Integer(
         "Per-mail Deadline (s)", default=600, help="Give up on one mail (including retries) after this long."
     )
+    graph_force_from = fields.Boolean(
+        "Send as the Sender Email",
+        default=True,
+        help="Exchange refuses a From address the mailbox has no Send As right on. When set, the From address "
+        "becomes the Sender Email (the author's name is kept and replies still go to the Reply-To).",
+    )
     graph_smtp_fallback = fields.Boolean(
         "Fall back to SMTP",
         help="Send by the SMTP settings below when Graph fails in a way that proves nothing was sent.",

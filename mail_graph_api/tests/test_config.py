@@ -71,6 +71,6 @@ class TestGraphConfig(GraphTransactionCase):
         )  # fmt: skip
         message = app.build_email("noreply@contoso.onmicrosoft.com", ["x@fabrikam.example"], "app mode", "body")
         app.send_email(message, mail_server_id=app.id)
-        (received,) = self.fake.messages()
+        (received,) = self.sent()
         self.assertEqual(received["mailbox"], "noreply@contoso.onmicrosoft.com")
-        self.assertEqual([c["grant_type"] for c in self.fake.calls("token")], ["client_credentials"])
+        self.assertEqual([c["grant_type"] for c in self.graph_calls("token")], ["client_credentials"])

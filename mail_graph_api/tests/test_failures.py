@@ -10,7 +10,7 @@ class TestGraphFailures(GraphTransactionCase):
     def setUp(self):
         super().setUp()
         self.connect_server()
-        self.fake.reset()  # forget the sign-in calls: count only what sending costs
+        self.mark()  # count only what sending costs
 
     def _mail(self, **values):
         base = {

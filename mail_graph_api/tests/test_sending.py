@@ -141,7 +141,7 @@ class TestGraphSending(GraphTransactionCase):
     def test_reset_password_mail(self):
         user = self.env["res.users"].create({"name": "Reset Me", "login": "reset@fabrikam.example",
                                              "email": "reset@fabrikam.example"})  # fmt: skip
-        self.fake.reset()
+        self.mark()
         user.action_reset_password()
         self.env["mail.mail"].process_email_queue()
         received = [m for m in self.sent() if "reset@fabrikam.example" in m["to"]]
@@ -157,7 +157,7 @@ class TestGraphSending(GraphTransactionCase):
         mails = self.env["mail.mail"].sudo()
         for index in range(5):
             mails |= self._mail(email_to=f"user{index}@fabrikam.example", subject=f"batch {index}")
-        self.fake.reset()
+        self.mark()
         mails.send()
         self.assertEqual(set(mails.mapped("state")), {"sent"})
         self.assertEqual(len(self.sent()), 5)
