@@ -95,7 +95,9 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
 
     @mute_logger("odoo.addons.mail_graph_api.controllers.main")
     def test_other_users_state_refused(self):
-        other_admin = new_test_user(self.env, login="admin2", groups="base.group_system", password="admin2pass!")
+        other_admin = new_test_user(
+            self.env(context={}), login="admin2", groups="base.group_system", password="admin2pass!"
+        )
         self.authenticate("admin2", "admin2pass!")
         query = self._authorize()  # state signed for base.user_admin, callback by admin2
         self.assertNotEqual(other_admin, self.env.ref("base.user_admin"))
@@ -105,7 +107,7 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
 
     @mute_logger("odoo.addons.mail_graph_api.controllers.main", "odoo.http")
     def test_non_admin_refused(self):
-        new_test_user(self.env, login="clerk", groups="base.group_user", password="clerkpass!")
+        new_test_user(self.env(context={}), login="clerk", groups="base.group_user", password="clerkpass!")
         self.authenticate("clerk", "clerkpass!")
         query = self._authorize()
         page = self._callback(query)

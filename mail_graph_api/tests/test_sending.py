@@ -35,14 +35,16 @@ class TestGraphSending(GraphTransactionCase):
         )
 
     def test_queue_sends_with_cc_bcc_and_small_attachments(self):
-        empty = self.env["ir.attachment"].create({"name": "empty.txt", "raw": b"", "mimetype": "text/plain"})
+        no_attachment = self._mail(subject="no attachment")
         one_mb = self._attachment(1024 * 1024, "one.bin")
+        small = self._attachment(2000, "small.txt")
         mail = self._mail(
             email_cc="carol@fabrikam.example",
             recipient_ids=[(4, self.partner.id)],
-            attachment_ids=[(6, 0, (empty | one_mb).ids)],
+            attachment_ids=[(6, 0, (small | one_mb).ids)],
         )
-        self.env["mail.mail"].process_email_queue(ids=mail.ids)
+        self.env["mail.mail"].process_email_queue(ids=(mail | no_attachment).ids)
+        self.assertEqual(no_attachment.state, "sent", no_attachment.failure_reason)
         self.assertEqual(mail.state, "sent", mail.failure_reason)
         received = self.sent()
         recipients = sorted(addr for message in received for addr in message["to"] + message["cc"])
@@ -50,8 +52,8 @@ class TestGraphSending(GraphTransactionCase):
         self.assertIn("carol@fabrikam.example", recipients)
         self.assertIn("zoe@fabrikam.example", recipients)
         names = {a["name"] for message in received for a in message["attachments"]}
-        self.assertEqual(names, {"empty.txt", "one.bin"})
-        sizes = {a["name"]: a["size"] for a in received[0]["attachments"]}
+        self.assertEqual(names, {"small.txt", "one.bin"})
+        sizes = {a["name"]: a["size"] for a in received[-1]["attachments"]}
         self.assertEqual(sizes["one.bin"], 1024 * 1024)
         # Each message fits in 4 MB: one Graph request per message, sent as MIME.
         self.assertEqual(len(self.graph_calls("sendMail")), len(received))
