@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERIES = ("17.0", "18.0", "19.0")
+# Series the addon is tested on today; 17.0 and 19.0 are work in progress (issue 9). A found but unsupported
+# series is reported loudly, never counted as passed.
+SUPPORTED = ("18.0",)
 # Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
 ODOO_MAIL_TESTS = {
     "modules": "mail,test_mail",
@@ -72,7 +75,12 @@ def ensure_core_installed(python: Path) -> None:
     """The addon imports graph_mail: install this repository (and msal, requests) into Odoo's environment."""
     probe = subprocess.call([str(python), "-c", "import graph_mail, msal"], stderr=subprocess.DEVNULL)
     if probe != 0:
-        subprocess.check_call([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)])
+        print(f"    installing graph_mail into {python.parent.parent} (pip install -e {REPO})", flush=True)
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-e", str(REPO)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            sys.exit(f"pip install into Odoo's environment failed:\n{done.stdout}\n{done.stderr}")
 
 
 SUMMARY = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
@@ -124,6 +132,7 @@ def main() -> int:
     parser.add_argument("--series", nargs="*", default=os.environ.get("MAIL_GRAPH_SERIES", " ".join(SERIES)).split())
     parser.add_argument("--odoo-mail-tests", action="store_true", help="also run Odoo's own mail tests")
     parser.add_argument("--tags", default="/mail_graph_api", help="test tags for the addon run")
+    parser.add_argument("--include-unsupported", action="store_true", help="also run series not supported yet")
     args = parser.parse_args()
     logdir = REPO / "var" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +147,13 @@ def main() -> int:
             )
             continue
         tree, python = found
+        if series not in SUPPORTED and not args.include_unsupported:
+            print(
+                f"NOT TESTED: Odoo {series} found at {tree}, but the addon does not support {series} yet "
+                "(issue 9); --include-unsupported runs it anyway",
+                flush=True,
+            )
+            continue
         ensure_core_installed(python)
         runs = [("addon", "mail_graph_api", args.tags)]
         if args.odoo_mail_tests:
@@ -145,7 +161,7 @@ def main() -> int:
         for label, modules, tags in runs:
             code, total, bad, bad_lines, seconds, log = odoo_run(series, tree, python, modules, tags, label, logdir)
             ok = code == 0 and bad == 0 and not bad_lines and total > 0
-            passed_total += total - bad
+            passed_total += max(total - bad, 0)
             failed_total += bad if (ok or bad) else 1  # a run that broke without a test failing
             status = "ok" if ok else "FAILED"
             print(f"odoo {series} {label}: {total - bad} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}")
