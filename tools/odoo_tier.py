@@ -87,7 +87,7 @@ SUMMARY = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
 
 def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, label: str, logdir: Path) -> tuple:
-    db = f"mga_{label}_{series.replace('.', '_')}"
+    db = f"mga_{label}_{series.replace('.', '_')}_{os.getpid()}"  # unique: parallel runs never share a database
     subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
     log = logdir / f"{label}-{series}.log"
     without_demo = ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
