@@ -19,5 +19,8 @@
         "data/ir_cron.xml",
         "data/ir_config_parameter.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["mail_graph_api/static/tests/tours/*.js"],
+    },
     "installable": True,
 }

@@ -1,0 +1,27 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+from odoo.tests import HttpCase, tagged
+
+from .common import GraphCaseMixin
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphTour(GraphCaseMixin, HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.base_url())
+        cls.setUpGraph()
+        # The fake listens on a random port: the tour reads its URLs from these parameters.
+        cls.env["ir.config_parameter"].sudo().set_param("mail_graph_api.tour_authority_url", cls.fake.url)
+        cls.env["ir.config_parameter"].sudo().set_param("mail_graph_api.tour_api_url", cls.fake.graph_url)
+
+    def test_configure_authenticate_and_test_connection(self):
+        self.start_tour("/odoo/ir.mail_server/new", "mail_graph_api_tour", login="admin", timeout=90)
+        self.env.invalidate_all()
+        server = self.env["ir.mail_server"].sudo().search([("id", "!=", self.server.id)])
+        self.assertEqual(len(server), 1, server.read(["name", "use_graph_api"]))
+        self.assertEqual(server.name, "Microsoft Graph tour")
+        self.assertTrue(server.use_graph_api)
+        self.assertEqual(server.graph_cloud, "custom")
+        self.assertEqual(server.graph_connection_state, "connected")
+        self.assertEqual(server.graph_account, "admin@contoso.onmicrosoft.com")
