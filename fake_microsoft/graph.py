@@ -36,6 +36,10 @@ MESSAGE_PROPERTIES = {
     "isReadReceiptRequested", "categories", "flag", "internetMessageId", "conversationId", "inferenceClassification",
     "singleValueExtendedProperties", "multiValueExtendedProperties", "mentions", "uniqueBody", "isRead",
 }  # fmt: skip
+FILE_ATTACHMENT_PROPERTIES = {
+    "@odata.type", "id", "name", "contentType", "contentBytes", "contentId", "contentLocation", "isInline", "size",
+    "lastModifiedDateTime",
+}  # fmt: skip
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
 SEND_AS_DENIED = (
     "The user account which was used to submit this request does not have the right to send mail on behalf of "
@@ -554,6 +558,74 @@ def send_draft(state: State, request: Request, target: str, draft_id: str) -> Re
         for session_id in [s.id for s in state.uploads.values() if s.draft_id == draft.id]:
             del state.uploads[session_id]
         return Response(202)
+
+
+# --- small attachments ------------------------------------------------------------------------------
+
+
+def add_attachment(state: State, request: Request, target: str, draft_id: str) -> Response:
+    """``POST .../messages/{id}/attachments`` with a ``#microsoft.graph.fileAttachment`` (under 3 MB)."""
+    _check_size(request)
+    with state.lock:
+        token = _authenticate(state, request)
+        user = _resolve_user(state, token, target)
+        _require_mail_permission(state, token, user, "write")
+        draft = _find_draft(state, user, draft_id)
+        item = _parse_json(request)
+        if str(item.get("@odata.type", "")).lower() != "#microsoft.graph.fileattachment":
+            raise GraphError(
+                400, "ErrorInvalidAttachmentType", "Only #microsoft.graph.fileAttachment is supported here."
+            )
+        unknown = set(item) - FILE_ATTACHMENT_PROPERTIES
+        if unknown:
+            raise GraphError(
+                400, "RequestBodyRead", f"The property '{sorted(unknown)[0]}' does not exist on type "
+                "'microsoft.graph.fileAttachment'. Make sure to only use property names that are defined by the type."
+            )  # fmt: skip
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise GraphError(400, "ErrorInvalidParameter", "The attachment name is required.")
+        content = item.get("contentBytes")
+        if not isinstance(content, str):
+            raise GraphError(400, "ErrorInvalidParameter", "The attachment's contentBytes is required.")
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise GraphError(400, "ErrorInvalidRequest", "The attachment's contentBytes is not valid base64.")
+        if len(data) > INLINE_ATTACHMENT_LIMIT:
+            raise GraphError(
+                413,
+                "RequestBodyTooLarge",
+                f"File attachment '{name}' is {len(data)} bytes: attachments over 3 MB must be uploaded through "
+                "an upload session.",
+            )
+        content_type = item.get("contentType") or "application/octet-stream"
+        attachment = {
+            "id": new_id("AAMkAGI2"),
+            "name": name,
+            "content_type": content_type,
+            "data": data,
+            "is_inline": bool(item.get("isInline")),
+            "content_id": item.get("contentId"),
+        }
+        draft.attachments.append(attachment)
+        return json_response(
+            201,
+            {
+                "@odata.context": f"{request.http_base}/v1.0/$metadata#users('{user['id']}')/messages('{draft.id}')"
+                "/attachments/$entity",
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "id": attachment["id"],
+                "lastModifiedDateTime": utcnow_iso(state.clock()),
+                "name": name,
+                "contentType": content_type,
+                "size": len(data),
+                "isInline": attachment["is_inline"],
+                "contentId": attachment["content_id"],
+                "contentLocation": None,
+                "contentBytes": content,
+            },
+        )
 
 
 # --- upload sessions ---------------------------------------------------------------------------------

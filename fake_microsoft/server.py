@@ -20,7 +20,8 @@ from .web import AadError, AadErrorPage, GraphError, Request, Response
 Handler = Callable[..., Response]
 _MAILBOX = r"(?:me|users/(?P<user>[^/]+))"
 GRAPH_ROUTES = {
-    "me", "users", "sendMail", "createDraft", "createUploadSession", "upload", "send", "deleteDraft", "sentItems",
+    "me", "users", "sendMail", "createDraft", "createUploadSession", "addAttachment", "upload", "send", "deleteDraft",
+    "sentItems",
 }  # fmt: skip
 DEFAULT_CODES = {
     400: "BadRequest",
@@ -68,6 +69,8 @@ def _route_table() -> List[Tuple[Set[str], Pattern[str], str, Handler]]:
          lambda s, r, p: graph.send_draft(s, r, _target(p), p["id"])),
         ("POST", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)/attachments/createUploadSession",
          "createUploadSession", lambda s, r, p: graph.create_upload_session(s, r, _target(p), p["id"])),
+        ("POST", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)/attachments", "addAttachment",
+         lambda s, r, p: graph.add_attachment(s, r, _target(p), p["id"])),
         ("GET", rf"/v1\.0/{_MAILBOX}/mailFolders/(?P<folder>[^/]+)/messages", "sentItems",
          lambda s, r, p: graph.sent_items(s, r, _target(p), p["folder"])),
         ("GET PUT DELETE", r"/upload/(?P<session>[^/]+)", "upload",
@@ -128,6 +131,12 @@ class _Server(ThreadingHTTPServer):
         with self.sockets_lock:
             self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up first (read timeout, ``delay`` fault) is not a server error: stay quiet."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         """Wake handler threads blocked on idle keep-alive connections so they exit."""

@@ -21,6 +21,7 @@ ROUTES = (
     "sendMail",
     "createDraft",
     "createUploadSession",
+    "addAttachment",
     "upload",
     "send",
     "deleteDraft",

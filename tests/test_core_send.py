@@ -119,6 +119,26 @@ def test_large_mail_draft_upload_send(fake, sleeps):
     assert not fake.calls(route="deleteDraft")
 
 
+def test_mid_size_attachments_go_through_add_attachment_and_arrive_complete(fake, sleeps):
+    files = [(f"part-{i}.pdf", os.urandom(2_000_000)) for i in range(5)]  # 10 MB: under 3 MB each, no upload session
+    msg = make_message(attachments=files)
+    result = app_client(fake, sleeps).send(msg, ENVELOPE)
+    assert result.path == "draft"
+    (stored,) = fake.messages()
+    assert stored["via"] == "draft-send" and stored["internet_message_id"] == msg["Message-ID"]
+    by_name = {a["name"]: a for a in stored["attachments"]}
+    for name, data in files:
+        assert by_name[name]["size"] == len(data)
+        assert by_name[name]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len([a for a in stored["attachments"] if (a["name"] or "").startswith("part-")]) == 5  # none twice
+    assert stored["bcc"] == ["secret-bcc@example.com"]
+    posts = fake.calls(route="addAttachment")
+    assert posts and all(c["status"] == 201 for c in posts)
+    assert not fake.calls(route="createUploadSession")
+    assert all(c["request_bytes"] <= 4 * 1024 * 1024 for c in fake.calls())
+    assert [c.operation for c in result.calls].count("addAttachment") == len(posts)
+
+
 def test_upload_resumes_after_a_dropped_chunk(fake, sleeps):
     data = os.urandom(4_500_000)
     fake.inject("upload", action="close_after_processing", count=1)

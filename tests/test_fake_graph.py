@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from email.message import EmailMessage
 from urllib.parse import quote
 
@@ -335,3 +337,155 @@ def test_sent_items_need_a_read_permission(fake):
 def test_sent_items_other_filters_are_refused(fake, token):
     answer = graph(fake, "GET", "/me/mailFolders/SentItems/messages?$filter=subject eq 'x'", token)
     assert_graph_error(answer, 400, "BadRequest")
+
+
+# --- addAttachment: POST .../messages/{id}/attachments (fileAttachment under 3 MB) --------------------
+
+
+def create_mime_draft(fake, token, mailbox: str = "me") -> str:
+    path = "/me/messages" if mailbox == "me" else f"/users/{mailbox}/messages"
+    raw = mime_message(bcc=False)
+    answer = graph(fake, "POST", path, token, data=base64.b64encode(raw), headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def file_attachment(data: bytes, name: str = "notes.pdf", **extra) -> dict:
+    body = {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": name,
+        "contentType": "application/pdf",
+        "contentBytes": base64.b64encode(data).decode("ascii"),
+    }
+    body.update(extra)
+    return body
+
+
+def test_add_attachment_to_a_draft_is_delivered_with_the_message(fake, token):
+    draft_id = create_mime_draft(fake, token)
+    data = bytes(range(256)) * 8000  # ~2 MB, under the 3 MB limit
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(data))
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["@odata.type"] == "#microsoft.graph.fileAttachment" and body["id"]
+    assert body["name"] == "notes.pdf" and body["size"] == len(data) and body["isInline"] is False
+    assert answer.headers["request-id"]
+    logo = file_attachment(b"\x89PNG", name="logo.png", contentType="image/png", isInline=True, contentId="logo@x")
+    assert graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=logo).status_code == 201
+    assert graph(fake, "POST", f"/me/messages/{draft_id}/send", token, data=b"").status_code == 202
+    (stored,) = fake.messages()
+    by_name = {a["name"]: a for a in stored["attachments"]}
+    assert by_name["notes.pdf"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert by_name["notes.pdf"]["size"] == len(data)
+    assert by_name["logo.png"]["is_inline"] and by_name["logo.png"]["content_id"] == "logo@x"
+    assert "quote.pdf" in by_name  # the draft's own attachment is kept
+    assert [c["status"] for c in fake.calls(route="addAttachment")] == [201, 201]
+
+
+def test_add_attachment_to_a_json_draft(fake, token):
+    message = json_mail()["message"]
+    created = graph(fake, "POST", "/me/messages", token, json=message)
+    assert created.status_code == 201, created.text
+    draft_id = created.json()["id"]
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(b"%PDF tiny"))
+    assert answer.status_code == 201, answer.text
+    assert graph(fake, "POST", f"/me/messages/{draft_id}/send", token, data=b"").status_code == 202
+    (stored,) = fake.messages()
+    assert [a["name"] for a in stored["attachments"]] == ["notes.pdf"]
+
+
+def test_add_attachment_just_under_3mb_is_accepted_over_is_413(fake, token):
+    draft_id = create_mime_draft(fake, token)
+    data = b"\0" * (3 * 1024 * 1024 + 1)  # base64 alone is then over the 4 MB request limit
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(data[:3_000_000]))
+    assert answer.status_code == 201, answer.text
+    body = json.dumps(file_attachment(data)).encode()
+    answer = graph(
+        fake, "POST", f"/me/messages/{draft_id}/attachments", token, data=body,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert_graph_error(answer, 413, "RequestBodyTooLarge")
+
+
+def test_add_attachment_over_3mb_with_a_small_request_is_413(fake, token, monkeypatch):
+    from fake_microsoft import graph as fake_graph
+
+    monkeypatch.setattr(fake_graph, "INLINE_ATTACHMENT_LIMIT", 1000)  # decoded size rule alone, whatever the request
+    draft_id = create_mime_draft(fake, token)
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(b"x" * 1001))
+    error = assert_graph_error(answer, 413, "RequestBodyTooLarge")
+    assert "upload session" in error["message"]
+
+
+def test_add_attachment_request_over_4mb_is_413_before_authentication(fake):
+    body = b'{"contentBytes": "' + b"A" * (4 * 1024 * 1024) + b'"}'
+    answer = graph(fake, "POST", "/me/messages/whatever/attachments", None, data=body,
+                   headers={"Content-Type": "application/json"})  # fmt: skip
+    assert_graph_error(answer, 413, "RequestBodyTooLarge")
+
+
+def test_add_attachment_needs_mail_readwrite(fake):
+    writer = delegated_token(fake.url)
+    draft_id = create_mime_draft(fake, writer)
+    reader = delegated_token(fake.url, scopes="Mail.Send User.Read")
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", reader, json=file_attachment(b"x"))
+    assert_graph_error(answer, 403, "ErrorAccessDenied")
+    fake.configure(app_roles=["Mail.Send"])
+    app = app_token(fake.url)
+    answer = graph(fake, "POST", f"/users/{ADMIN}/messages/{draft_id}/attachments", app, json=file_attachment(b"x"))
+    assert_graph_error(answer, 403, "ErrorAccessDenied")
+
+
+def test_add_attachment_needs_an_existing_draft(fake, token):
+    answer = graph(fake, "POST", "/me/messages/AAMkAGI2-missing/attachments", token, json=file_attachment(b"x"))
+    assert_graph_error(answer, 404, "ErrorItemNotFound")
+    draft_id = create_mime_draft(fake, token)
+    assert graph(fake, "POST", f"/me/messages/{draft_id}/send", token, data=b"").status_code == 202
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(b"x"))
+    assert_graph_error(answer, 404, "ErrorItemNotFound")  # sent: no longer a draft
+
+
+def test_add_attachment_in_another_users_draft_is_not_found(fake):
+    app = app_token(fake.url)
+    draft_id = create_mime_draft(fake, app, mailbox=ADMIN)
+    answer = graph(fake, "POST", f"/users/{SALES}/messages/{draft_id}/attachments", app, json=file_attachment(b"x"))
+    assert_graph_error(answer, 404, "ErrorItemNotFound")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "a.txt", "contentBytes": "eA=="}, 400, "ErrorInvalidAttachmentType"),
+        (file_attachment(b"x", unknownProperty=1), 400, "RequestBodyRead"),
+        (file_attachment(b"x", name=""), 400, "ErrorInvalidParameter"),
+        ({"@odata.type": "#microsoft.graph.fileAttachment", "name": "a"}, 400, "ErrorInvalidParameter"),
+        (file_attachment(b"x", contentBytes="not base64!"), 400, "ErrorInvalidRequest"),
+    ],
+)
+def test_add_attachment_bad_bodies(fake, token, body, status, code):
+    draft_id = create_mime_draft(fake, token)
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=body)
+    assert_graph_error(answer, status, code)
+
+
+def test_add_attachment_is_json_only_and_injectable(fake, token):
+    draft_id = create_mime_draft(fake, token)
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, data=b"eA==",
+                   headers={"Content-Type": "text/plain"})  # fmt: skip
+    assert_graph_error(answer, 415, "UnsupportedMediaType")
+    fake.inject("addAttachment", status=503, retry_after="1", count=1)
+    answer = graph(fake, "POST", f"/me/messages/{draft_id}/attachments", token, json=file_attachment(b"x"))
+    assert_graph_error(answer, 503, "ServiceUnavailable")
+    assert answer.headers["Retry-After"] == "1"
+
+
+def test_a_client_hanging_up_first_prints_no_traceback(fake, capsys):
+    server = fake._server
+    for exc in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset"), ValueError("real bug")):
+        try:
+            raise exc
+        except Exception:
+            server.handle_error(None, ("127.0.0.1", 50000))
+    err = capsys.readouterr().err
+    assert "BrokenPipeError" not in err and "ConnectionResetError" not in err
+    assert "real bug" in err  # anything else is still reported
