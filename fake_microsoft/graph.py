@@ -517,12 +517,20 @@ def _find_draft(state: State, user: Dict[str, Any], draft_id: str) -> Draft:
     return draft
 
 
+def _authorized_draft(
+    state: State, request: Request, target: str, draft_id: str, need: str
+) -> Tuple[Any, Dict[str, Any], Draft]:
+    """Token, mailbox and draft of a request on a draft (call with ``state.lock`` held), checked in
+    Microsoft's order: token, mailbox, permission, then the item."""
+    token = _authenticate(state, request)
+    user = _resolve_user(state, token, target)
+    _require_mail_permission(state, token, user, need)
+    return token, user, _find_draft(state, user, draft_id)
+
+
 def delete_draft(state: State, request: Request, target: str, draft_id: str) -> Response:
     with state.lock:
-        token = _authenticate(state, request)
-        user = _resolve_user(state, token, target)
-        _require_mail_permission(state, token, user, "write")
-        draft = _find_draft(state, user, draft_id)
+        _token, _user, draft = _authorized_draft(state, request, target, draft_id, "write")
         del state.drafts[draft.id]
         for session_id in [s.id for s in state.uploads.values() if s.draft_id == draft.id]:
             del state.uploads[session_id]
@@ -535,10 +543,7 @@ def send_draft(state: State, request: Request, target: str, draft_id: str) -> Re
     if request.body:
         raise GraphError(400, "ErrorInvalidRequest", "The send action takes no request body; send 'Content-Length: 0'.")
     with state.lock:
-        token = _authenticate(state, request)
-        user = _resolve_user(state, token, target)
-        _require_mail_permission(state, token, user, "send")
-        draft = _find_draft(state, user, draft_id)
+        token, user, draft = _authorized_draft(state, request, target, draft_id, "send")
         if draft.kind == "mime":
             parsed, bcc = _mime_envelope(draft.raw)
             raw = mime.add_attachments(draft.raw, draft.attachments)
@@ -567,10 +572,7 @@ def add_attachment(state: State, request: Request, target: str, draft_id: str) -
     """``POST .../messages/{id}/attachments`` with a ``#microsoft.graph.fileAttachment`` (under 3 MB)."""
     _check_size(request)
     with state.lock:
-        token = _authenticate(state, request)
-        user = _resolve_user(state, token, target)
-        _require_mail_permission(state, token, user, "write")
-        draft = _find_draft(state, user, draft_id)
+        _token, user, draft = _authorized_draft(state, request, target, draft_id, "write")
         item = _parse_json(request)
         if str(item.get("@odata.type", "")).lower() != "#microsoft.graph.fileattachment":
             raise GraphError(
@@ -634,10 +636,7 @@ def add_attachment(state: State, request: Request, target: str, draft_id: str) -
 def create_upload_session(state: State, request: Request, target: str, draft_id: str) -> Response:
     _check_size(request)
     with state.lock:
-        token = _authenticate(state, request)
-        user = _resolve_user(state, token, target)
-        _require_mail_permission(state, token, user, "write")
-        draft = _find_draft(state, user, draft_id)
+        _token, user, draft = _authorized_draft(state, request, target, draft_id, "write")
         payload = _parse_json(request)
         item = payload.get("AttachmentItem")
         if not isinstance(item, dict):

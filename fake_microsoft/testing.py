@@ -117,3 +117,28 @@ def app_token(base_url: str) -> str:
     if status != 200:
         raise RuntimeError(f"token refused: {status} {answer}")
     return str(answer["access_token"])
+
+
+def self_signed_certificate(common_name: str = "graph-mail-test") -> Tuple[Any, Any]:
+    """A fresh RSA key and a self-signed certificate valid for a month: what an admin uploads to an app."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert

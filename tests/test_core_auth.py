@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from fake_microsoft.defaults import CLIENT_ID, CLIENT_SECRET, CLIENT_SECRET_ID, DEFAULTS, TENANT_ID
+from fake_microsoft.testing import self_signed_certificate
 from graph_mail import (
     AuthenticationError,
     ConfigurationError,
@@ -188,19 +185,7 @@ def test_unknown_tenant_gives_a_tenant_hint(fake):
 
 
 def make_certificate():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graph-mail-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_certificate("graph-mail-test")
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import time
 import uuid
 
 import pytest
 import requests
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from fake_microsoft import DEFAULTS
-from fake_microsoft.testing import authorize, delegated_tokens, token_request
+from fake_microsoft.testing import authorize, delegated_tokens, self_signed_certificate, token_request
 
 TENANT = DEFAULTS["tenant_id"]
 CLIENT = DEFAULTS["client_id"]
@@ -56,19 +53,7 @@ def assert_aad_error(answer: dict, error: str, code: int) -> None:
 
 @pytest.fixture(scope="module")
 def certificate():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_certificate("fake-test")
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     der = cert.public_bytes(serialization.Encoding.DER)
     return key, pem, der

@@ -6,18 +6,15 @@ rewrites that prefix to http:// (what the core library does).
 
 from __future__ import annotations
 
-import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import msal
 import pytest
 import requests
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from fake_microsoft import DEFAULTS
+from fake_microsoft.testing import self_signed_certificate
 
 REDIRECT = "http://localhost:5000/callback"
 
@@ -120,19 +117,7 @@ def test_msal_wrong_secret_surfaces_7000215(fake):
 
 @pytest.mark.parametrize("with_public_certificate", [False, True])  # RS256 + x5t, then PS256 + x5t#S256
 def test_msal_client_credentials_with_certificate(fake, with_public_certificate):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odoo-graph")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_certificate("odoo-graph")
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
