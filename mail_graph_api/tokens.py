@@ -20,6 +20,7 @@ from graph_mail import TokenProvider
 _logger = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 300  # seconds before expiry we stop using a token
+LOCK_ATTEMPTS = 5  # new snapshots after another worker's concurrent renewal
 _memory: dict = {}
 _memory_lock = threading.Lock()
 
@@ -66,12 +67,7 @@ class ServerTokenSource:
         from odoo import fields
 
         with self._registry.cursor() as cr:
-            cr.execute(
-                "SELECT graph_access_token, graph_access_token_expiry, graph_refresh_token "
-                "FROM ir_mail_server WHERE id = %s FOR UPDATE",
-                [self._server_id],
-            )
-            row = cr.fetchone()
+            row = self._lock_row(cr)
             if not row:
                 raise LookupError(f"mail server #{self._server_id} no longer exists")
             token, expiry, refresh_token = row
@@ -103,6 +99,30 @@ class ServerTokenSource:
             _logger.info("Renewed the Microsoft Graph access token of mail server #%s", self._server_id)
         self._remember(tokens.access_token, tokens.expires_at)
         return tokens.access_token
+
+    def _lock_row(self, cr):
+        """Lock the server row and read it as the worker that held the lock left it.
+
+        Odoo's cursors are REPEATABLE READ: when another worker renewed the token while we waited for the lock,
+        PostgreSQL refuses our snapshot (SerializationFailure). Start a new transaction and read again: the new
+        snapshot sees the fresh token, so we use it instead of renewing a second time.
+        """
+        from psycopg2.errors import SerializationFailure
+
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                cr.execute(
+                    "SELECT graph_access_token, graph_access_token_expiry, graph_refresh_token "
+                    "FROM ir_mail_server WHERE id = %s FOR UPDATE",
+                    [self._server_id],
+                )
+                return cr.fetchone()
+            except SerializationFailure:
+                cr.rollback()
+                if attempt == LOCK_ATTEMPTS - 1:
+                    raise
+                _logger.debug("Mail server #%s token renewed by another worker meanwhile: reading it", self._server_id)
+        return None
 
     def _remember(self, token: str, expires_at: float) -> None:
         with _memory_lock:
