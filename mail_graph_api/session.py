@@ -65,7 +65,7 @@ def outcome_for(error: GraphMailError) -> Outcome:
         failure_type = "mail_smtp"  # Odoo's "outgoing mail server problem"
     # str(error) holds what failed, the hint for the administrator and Microsoft's request ids.
     reason = str(error)
-    if isinstance(error, InvalidGrantError):
+    if isinstance(error, InvalidGrantError) and "Authenticate with Microsoft" not in reason:
         reason = _("%s Open the outgoing mail server and click “Authenticate with Microsoft”.", reason)
     if error.may_have_been_sent:
         reason = _(
@@ -186,9 +186,8 @@ class GraphSession:
         _logger.info("Graph refused %s before sending (%s): falling back to SMTP", message["Message-Id"], error.code)
         try:
             with compat.smtp_allowed_in_tests(server.env):
-                smtp = server.with_context(mail_graph_api_smtp=True).connect(
-                    mail_server_id=server.id, smtp_from=from_addr
-                )
+                odoo_connect = getattr(server.with_context(mail_graph_api_smtp=True), compat.CONNECT_METHOD)
+                smtp = odoo_connect(mail_server_id=server.id, smtp_from=from_addr)
                 smtp.send_message(message, from_addr, to_addrs)
                 smtp.quit()
         except Exception as smtp_error:

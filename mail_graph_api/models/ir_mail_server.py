@@ -223,6 +223,8 @@ class IrMailServer(models.Model):
     def _get_max_email_size(self):
         if len(self) == 1 and self.use_graph_api:
             return self.graph_max_email_size or EXCHANGE_DEFAULT_MAX_MB
+        if not compat.has_native_max_email_size():
+            return EXCHANGE_DEFAULT_MAX_MB  # 17.0: Odoo itself never asks; our core enforces the limit
         return super()._get_max_email_size()
 
     # ------------------------------------------------------------------
@@ -332,7 +334,7 @@ class IrMailServer(models.Model):
     def test_smtp_connection(self, autodetect_max_email_size=False):
         graph = self.filtered("use_graph_api")
         if not graph:
-            return super().test_smtp_connection(autodetect_max_email_size=autodetect_max_email_size)
+            return super().test_smtp_connection(**compat.test_connection_kwargs(autodetect_max_email_size))
         if autodetect_max_email_size:
             # Graph does not publish the mailbox's limit: keep the configured value.
             message = _(
@@ -380,6 +382,9 @@ class IrMailServer(models.Model):
                     sender=self.graph_sender_email,
                 )
             )
+        if self.graph_connection_state == "error":
+            # A passing test clears an earlier failure: the server works again (the Send Test Email button shows).
+            super(IrMailServer, self.sudo()).write({"graph_connection_state": "connected", "graph_last_error": False})
         return _("Connection to Microsoft Graph successful: sending as %s.", address)
 
     def _graph_record_error(self, error, own_cursor=True):
@@ -391,7 +396,7 @@ class IrMailServer(models.Model):
             "graph_connection_state": "reauth" if isinstance(error, InvalidGrantError) else "error",
             "graph_last_error": str(error)[:2000],
         }
-        if not own_cursor or self.env.registry.in_test_mode():
+        if not own_cursor or compat.registry_in_test_mode(self.env):
             # In test mode every cursor is the test's own transaction anyway.
             super(IrMailServer, self.sudo()).write(values)
             return
@@ -406,7 +411,8 @@ class IrMailServer(models.Model):
         recipient = self.env.user.email
         if not recipient:
             raise UserError(_("Set an email address on your user to receive the test mail."))
-        message = self.build_email(
+        message = compat.build_email(
+            self,
             email_from=self.graph_sender_email,
             email_to=[recipient],
             subject=_("Microsoft Graph test mail from Odoo"),
@@ -446,12 +452,13 @@ class IrMailServer(models.Model):
             server, _from = self.sudo()._find_mail_server(smtp_from)
         return server if server and server.use_graph_api else self.browse()
 
-    def connect(self, host=None, port=None, user=None, password=None, encryption=None, smtp_from=None,
-                ssl_certificate=None, ssl_private_key=None, smtp_debug=False, mail_server_id=None,
-                allow_archived=False):  # fmt: skip
+    def _graph_connect(self, odoo_connect, host=None, port=None, user=None, password=None, encryption=None,
+                       smtp_from=None, ssl_certificate=None, ssl_private_key=None, smtp_debug=False,
+                       mail_server_id=None, allow_archived=False):  # fmt: skip
+        """Odoo's connect(): a virtual session for a Graph server, Odoo's own SMTP connection otherwise."""
         server = self._graph_server_for(mail_server_id, host, smtp_from)
         if not server:
-            return super().connect(
+            return odoo_connect(
                 host=host, port=port, user=user, password=password, encryption=encryption, smtp_from=smtp_from,
                 ssl_certificate=ssl_certificate, ssl_private_key=ssl_private_key, smtp_debug=smtp_debug,
                 mail_server_id=mail_server_id, allow_archived=allow_archived,
@@ -461,6 +468,13 @@ class IrMailServer(models.Model):
         if not allow_archived and not server.active:
             raise UserError(_('The server "%s" cannot be used because it is archived.', server.display_name))
         return server._graph_session(smtp_from=smtp_from)
+
+    # Odoo calls one of these two, by series (compat.CONNECT_METHOD); the other is never called.
+    def connect(self, *args, **kwargs):  # 17.0, 18.0
+        return self._graph_connect(super().connect, *args, **kwargs)
+
+    def _connect__(self, *args, **kwargs):  # 19.0
+        return self._graph_connect(super()._connect__, *args, **kwargs)
 
     @api.model
     def send_email(self, message, mail_server_id=None, smtp_server=None, smtp_port=None, smtp_user=None,
@@ -472,7 +486,7 @@ class IrMailServer(models.Model):
             if server:
                 if compat.sending_disabled_by_test_mode(self.env):
                     # Same contract as Odoo in test mode: prepare, do not send.
-                    self._prepare_email_message(message, server._graph_session())
+                    compat.prepare_email_message(self, message, server._graph_session())
                     return message["Message-Id"]
                 session = server._graph_session(smtp_from=message["From"])
         if not isinstance(session, GraphSession):
@@ -482,7 +496,7 @@ class IrMailServer(models.Model):
                 smtp_ssl_certificate=smtp_ssl_certificate, smtp_ssl_private_key=smtp_ssl_private_key,
                 smtp_debug=smtp_debug, smtp_session=smtp_session,
             )  # fmt: skip
-        smtp_from, smtp_to_list, message = self._prepare_email_message(message, session)
+        smtp_from, smtp_to_list, message = compat.prepare_email_message(self, message, session)
         session.send_message(message, smtp_from, smtp_to_list)
         return message["Message-Id"]
 

@@ -1,14 +1,22 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 from odoo import models
 
-from ..session import pop_outcome
+from .. import compat
+from ..session import GraphSession, pop_outcome
 
 
 class MailMail(models.Model):
     _inherit = "mail.mail"
 
-    def _postprocess_sent_message(self, success_pids, failure_reason=False, failure_type=None):
-        """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued."""
+    def _send(self, *args, **kwargs):
+        with compat.queue_send_gate_lifted(self.env, isinstance(kwargs.get("smtp_session"), GraphSession)):
+            return super()._send(*args, **kwargs)
+
+    def _postprocess_sent_message(self, *args, **kwargs):
+        """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued.
+
+        Arguments pass through untouched: 19.0 added ``success_emails`` after ``success_pids``.
+        """
         retry = self.browse()
         for mail in self.filtered(lambda m: m.state == "exception" and m.message_id):
             outcome = pop_outcome(mail.message_id)
@@ -20,7 +28,7 @@ class MailMail(models.Model):
                 continue
             mail.write({"failure_type": outcome.failure_type, "failure_reason": outcome.reason})
             if len(self) == 1:
-                failure_type, failure_reason = outcome.failure_type, outcome.reason
+                kwargs.update(failure_type=outcome.failure_type, failure_reason=outcome.reason)
         if retry:
             # Nothing went out: back to the queue for the next cron run, notifications back to "ready".
             self.env["mail.notification"].sudo().search(
@@ -29,7 +37,5 @@ class MailMail(models.Model):
             remaining = self - retry
             if not remaining:
                 return True
-            return super(MailMail, remaining)._postprocess_sent_message(
-                success_pids, failure_reason=failure_reason, failure_type=failure_type
-            )
-        return super()._postprocess_sent_message(success_pids, failure_reason=failure_reason, failure_type=failure_type)
+            return super(MailMail, remaining)._postprocess_sent_message(*args, **kwargs)
+        return super()._postprocess_sent_message(*args, **kwargs)

@@ -14,7 +14,7 @@ from fake_microsoft import DEFAULTS, FakeMicrosoft
 from graph_mail import DelegatedAuthFlow
 from graph_mail.auth import clear_caches
 
-from .. import tokens
+from .. import compat, tokens
 
 SENDER = DEFAULTS["signed_in_user"]
 
@@ -36,9 +36,7 @@ class GraphCaseMixin:
         patcher.start()
         cls.addClassCleanup(patcher.stop)
         # registry.cursor() must see the test transaction: our logs and token renewals use their own cursor.
-        if cls.registry.test_cr is None:
-            cls.registry.enter_test_mode(cls.cr)
-            cls.addClassCleanup(cls.registry.leave_test_mode)
+        compat.enter_registry_test_mode(cls)
         cls.fake = FakeMicrosoft(port=0)
         cls.fake.start()
         cls.addClassCleanup(cls.fake.stop)

@@ -2,6 +2,7 @@
 from odoo.exceptions import UserError, ValidationError
 from odoo.tests import Form, tagged
 
+from .. import compat
 from .common import SENDER, GraphTransactionCase
 
 
@@ -63,13 +64,20 @@ class TestGraphConfig(GraphTransactionCase):
         with self.assertRaises(UserError) as caught:
             app.test_smtp_connection()
         self.assertIn("AADSTS7000215", str(caught.exception))
+        # What the failed test left on the server (written through its own cursor, which assertRaises' savepoint
+        # cannot show here).
+        app.write({"graph_connection_state": "error", "graph_last_error": str(caught.exception)})
+        app.graph_client_secret = self.graph_server_values()["graph_client_secret"]
+        app.test_smtp_connection()
+        self.assertEqual(app.graph_connection_state, "connected", "a passing test clears the earlier failure")
+        self.assertFalse(app.graph_last_error)
 
     def test_application_mode_sends(self):
         app = self.env["ir.mail_server"].create(
             self.graph_server_values(name="app", graph_auth_mode="application_secret",
                                      graph_sender_email="noreply@contoso.onmicrosoft.com")
         )  # fmt: skip
-        message = app.build_email("noreply@contoso.onmicrosoft.com", ["x@fabrikam.example"], "app mode", "body")
+        message = compat.build_email(app, "noreply@contoso.onmicrosoft.com", ["x@fabrikam.example"], "app mode", "body")
         app.send_email(message, mail_server_id=app.id)
         (received,) = self.sent()
         self.assertEqual(received["mailbox"], "noreply@contoso.onmicrosoft.com")

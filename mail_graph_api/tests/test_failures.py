@@ -76,7 +76,7 @@ class TestGraphFailures(GraphTransactionCase):
         self.assertIn("ApplicationThrottled", mail.failure_reason or "")
         self.assertEqual(self.sent(), [])
         self.fake.clear_faults()
-        self.env["mail.mail"].process_email_queue(ids=mail.ids)
+        self.env["mail.mail"].process_email_queue(mail.ids)
         self.assertEqual(mail.state, "sent")
         self.assertEqual(len(self.sent()), 1)
 

@@ -1,5 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 import base64
+import html
 import json
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -8,6 +9,7 @@ import requests
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
+from .. import compat
 from ..oauth_state import make_state
 from .common import GraphCaseMixin
 
@@ -57,7 +59,7 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
         self.assertTrue(server.graph_refresh_token)
         self.assertTrue(server.graph_access_token_expiry)
         self.assertFalse(server.graph_oauth_flow, "the pending flow is single use")
-        self.assertIn(f"/ir.mail_server/{server.id}", page.text)
+        self.assertIn(html.escape(compat.form_url(server)), page.text, "the link back goes to this server's form")
 
     @mute_logger("odoo.addons.mail_graph_api.controllers.main")
     def test_replayed_callback_refused(self):

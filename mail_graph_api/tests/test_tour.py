@@ -1,6 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 from odoo.tests import HttpCase, tagged
 
+from .. import compat
 from .common import GraphCaseMixin
 
 
@@ -11,12 +12,15 @@ class TestGraphTour(GraphCaseMixin, HttpCase):
         super().setUpClass()
         cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.base_url())
         cls.setUpGraph()
-        # The fake listens on a random port: the tour reads its URLs from these parameters.
-        cls.env["ir.config_parameter"].sudo().set_param("mail_graph_api.tour_authority_url", cls.fake.url)
-        cls.env["ir.config_parameter"].sudo().set_param("mail_graph_api.tour_api_url", cls.fake.graph_url)
+        # The fake listens on a random port: new mail servers default to its endpoints, as an administrator
+        # of a national cloud would set them by hand.
+        defaults = cls.env["ir.default"].sudo()
+        defaults.set("ir.mail_server", "graph_cloud", "custom")
+        defaults.set("ir.mail_server", "graph_authority_url", cls.fake.url)
+        defaults.set("ir.mail_server", "graph_api_url", cls.fake.graph_url)
 
     def test_configure_authenticate_and_test_connection(self):
-        self.start_tour("/odoo/ir.mail_server/new", "mail_graph_api_tour", login="admin", timeout=90)
+        self.start_tour(compat.new_mail_server_url(), "mail_graph_api_tour", login="admin", timeout=90)
         self.env.invalidate_all()
         server = self.env["ir.mail_server"].sudo().search([("id", "!=", self.server.id)])
         self.assertEqual(len(server), 1, server.read(["name", "use_graph_api"]))
