@@ -205,5 +205,5 @@ class GraphSession:
 
     def flush_logs(self, message_id=None, error=None):
         calls, self._calls[:] = list(self._calls), []
-        if calls:
+        if calls or error:
             self._server.env["mail.graph.api.log"]._record_calls(self._server, calls, message_id, error)

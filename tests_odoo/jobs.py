@@ -106,3 +106,29 @@ def stored_tokens(env, server_id: int) -> dict:
         "state": server.graph_connection_state,
         "token_version": server.graph_token_version,
     }
+
+
+def uninstall_addon(env) -> dict:
+    """Uninstall mail_graph_api the way Apps does, then render what it had extended."""
+    module = env["ir.module.module"].search([("name", "=", "mail_graph_api")])
+    module.button_immediate_uninstall()
+    from odoo import SUPERUSER_ID, api
+
+    env = api.Environment(env.cr, SUPERUSER_ID, {})  # the registry was rebuilt without the addon
+    views = env["ir.mail_server"].get_views([(False, "form"), (False, "list")])["views"]
+    views["list"] = views.get("list") or views["tree"]  # 17.0 answers "tree"
+    env.cr.execute(
+        "SELECT count(*) FROM ir_ui_view WHERE strpos(arch_db::text, 'use_graph_api') > 0 "
+        "OR strpos(arch_db::text, 'mail.graph.api.log') > 0 OR model = 'mail.graph.api.log'"
+    )
+    leftover_views = env.cr.fetchone()[0]
+    env.cr.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'ir_mail_server'")
+    columns = [name for (name,) in env.cr.fetchall() if name.startswith("graph_") or name == "use_graph_api"]
+    return {
+        "state": module.state,
+        "form_renders": "smtp_host" in views["form"]["arch"] and "graph_" not in views["form"]["arch"],
+        "list_renders": "smtp_host" in views["list"]["arch"],
+        "log_model_left": "mail.graph.api.log" in env,
+        "leftover_views": leftover_views,
+        "leftover_columns": columns,
+    }

@@ -85,3 +85,14 @@ def test_two_workers_renewing_at_once_keep_the_newest_refresh_token(odoo, fake, 
     fake.expire_tokens()
     (mail_id,) = odoo.call("tests_odoo.jobs:queue_mails", server_id=server_id, subjects=["after rotation"])
     assert odoo.call("tests_odoo.jobs:send_at", mail_ids=[mail_id], start_at=0)["states"] == ["sent"]
+
+
+def test_uninstall_leaves_no_broken_view(odoo, fake, server_id):
+    """Runs last: the database has the addon configured and used, as a real one would."""
+    result = odoo.call("tests_odoo.jobs:uninstall_addon", timeout=300)
+
+    assert result["state"] == "uninstalled"
+    assert result["form_renders"] and result["list_renders"], result
+    assert not result["log_model_left"]
+    assert result["leftover_views"] == 0
+    assert result["leftover_columns"] == []

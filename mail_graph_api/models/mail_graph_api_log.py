@@ -4,6 +4,8 @@ from datetime import timedelta
 
 from odoo import api, fields, models
 
+from graph_mail import AuthenticationError
+
 _logger = logging.getLogger(__name__)
 
 
@@ -88,6 +90,23 @@ class MailGraphApiLog(models.Model):
                 call.attempt,
                 message_id or "-",
             )
+        if error is not None and not any(call.outcome == "error" for call in calls):
+            # The failure happened before or outside a recorded Graph call (the sign-in at the identity
+            # platform: AADSTS codes, or the network): one row so the log shows why the mail failed.
+            rows.append(
+                {
+                    "mail_server_id": server.id,
+                    "message_id": message_id,
+                    "operation": "token" if isinstance(error, AuthenticationError) else "send",
+                    "http_status": error.status or 0,
+                    "code": error.code or type(error).__name__,
+                    "request_id": error.request_id,
+                    "client_request_id": error.client_request_id,
+                    "outcome": "error",
+                    "message": str(error)[:500],
+                }
+            )
+            _logger.info("Graph %s for %s failed: %s", rows[-1]["operation"], message_id or "-", error.code or error)
         self._write_rows(rows)
 
     @api.model

@@ -58,8 +58,8 @@ class GraphCaseMixin:
             "graph_authority_url": cls.fake.url,
             "graph_api_url": cls.fake.graph_url,
             "graph_connect_timeout": 5,
-            "graph_read_timeout": 5,
-            "graph_send_deadline": 30,
+            "graph_read_timeout": 60,  # a 40 MB draft send on a loaded machine takes seconds
+            "graph_send_deadline": 120,
         }
         values.update(overrides)
         return values
