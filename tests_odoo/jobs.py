@@ -13,6 +13,7 @@ import requests
 
 from fake_microsoft import DEFAULTS
 from graph_mail import DelegatedAuthFlow
+from tools.odoo_harness import graph_server_values
 
 BASE_URL = "http://127.0.0.1:8069"  # web.base.url of the test database: the redirect URI the fake accepts
 SENDER = DEFAULTS["signed_in_user"]
@@ -23,20 +24,7 @@ def configure_server(env, authority_url: str, graph_url: str) -> dict:
     params = env["ir.config_parameter"].sudo()
     params.set_param("web.base.url", BASE_URL)
     params.set_param("mail.catchall.domain", "contoso.onmicrosoft.com")
-    server = env["ir.mail_server"].create(
-        {
-            "name": "Microsoft Graph (process tests)",
-            "use_graph_api": True,
-            "graph_client_id": DEFAULTS["client_id"],
-            "graph_client_secret": DEFAULTS["client_secret"],
-            "graph_tenant_id": DEFAULTS["tenant_id"],
-            "graph_sender_email": SENDER,
-            "graph_cloud": "custom",
-            "graph_authority_url": authority_url,
-            "graph_api_url": graph_url,
-            "graph_read_timeout": 20,
-        }
-    )
+    server = env["ir.mail_server"].create(graph_server_values(authority_url, graph_url, graph_read_timeout=60))
     action = server.action_graph_authenticate()
     answer = requests.get(action["url"], allow_redirects=False, timeout=10)
     query = {k: v[0] for k, v in parse_qs(urlparse(answer.headers["Location"]).query).items()}

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import requests
 
 from fake_microsoft import DEFAULTS, FakeMicrosoft
+from tools.odoo_harness import graph_server_values
 from tools.odoo_tier import REPO, addons_path, ensure_core_installed, find_odoo
 
 MB = 1024 * 1024
@@ -263,22 +264,8 @@ def main() -> int:
         odoo.call("res.users", "write", [2], {"email": "it@contoso.onmicrosoft.com"})
 
         step("Configuring an Outgoing Mail Server that uses Microsoft Graph")
-        server_id = odoo.call(
-            "ir.mail_server",
-            "create",
-            {
-                "name": "Microsoft 365 (Graph)",
-                "use_graph_api": True,
-                "graph_client_id": DEFAULTS["client_id"],
-                "graph_client_secret": DEFAULTS["client_secret"],
-                "graph_tenant_id": DEFAULTS["tenant_id"],
-                "graph_sender_email": SENDER,
-                "graph_cloud": "custom",
-                "graph_authority_url": fake.url,
-                "graph_api_url": fake.graph_url,
-                "graph_max_email_size": 60,
-            },
-        )
+        values = graph_server_values(fake.url, fake.graph_url, graph_max_email_size=60)
+        server_id = odoo.call("ir.mail_server", "create", values)
 
         step("Authenticate with Microsoft (authorization code flow; the fake consents)")
         action = odoo.button("ir.mail_server", "action_graph_authenticate", server_id)

@@ -21,6 +21,25 @@ from tools.odoo_exec import RESULT_MARKER
 from tools.odoo_tier import REPO, addons_path, ensure_core_installed, find_odoo
 
 
+def graph_server_values(authority_url: str, graph_url: str, **overrides) -> dict:
+    """ir.mail_server values for a Graph server against the fake Microsoft (its default app and mailbox)."""
+    from fake_microsoft import DEFAULTS
+
+    values = {
+        "name": "Microsoft 365 (Graph)",
+        "use_graph_api": True,
+        "graph_client_id": DEFAULTS["client_id"],
+        "graph_client_secret": DEFAULTS["client_secret"],
+        "graph_tenant_id": DEFAULTS["tenant_id"],
+        "graph_sender_email": DEFAULTS["signed_in_user"],
+        "graph_cloud": "custom",
+        "graph_authority_url": authority_url,
+        "graph_api_url": graph_url,
+    }
+    values.update(overrides)
+    return values
+
+
 class OdooError(RuntimeError):
     pass
 
