@@ -332,9 +332,17 @@ def _deliver(
                 "internetMessageId": parsed["internet_message_id"],
                 "subject": parsed["subject"],
                 "sentDateTime": record["received_at"],
+                # The sender's copy keeps every recipient, Bcc included.
+                "toRecipients": _sent_item_recipients(parsed["to"]),
+                "ccRecipients": _sent_item_recipients(parsed["cc"]),
+                "bccRecipients": _sent_item_recipients(parsed["bcc"]),
             }
         )
     return record
+
+
+def _sent_item_recipients(addresses: List[str]) -> List[Dict[str, Any]]:
+    return [{"emailAddress": {"address": address}} for address in addresses]
 
 
 def _all_recipients(parsed: Dict[str, Any], bcc: List[str]) -> List[str]:

@@ -139,6 +139,7 @@ class Fault:
     error: Optional[str] = None
     aadsts: Optional[int] = None
     error_description: Optional[str] = None
+    skip: int = 0  # calls of the route let through before the fault applies ("the 2nd call fails")
     used: int = 0
 
     def describe(self) -> Dict[str, Any]:
@@ -231,7 +232,7 @@ class State:
         if retry_after is not None and not isinstance(retry_after, str):
             # numbers pass through as written (2 -> "2", 0.5 -> "0.5"); strings untouched (HTTP dates)
             retry_after = str(retry_after)
-        known = {"status", "count", "code", "message", "delay", "error", "aadsts", "error_description"}
+        known = {"status", "count", "code", "message", "delay", "error", "aadsts", "error_description", "skip"}
         unknown = set(spec) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
@@ -250,6 +251,7 @@ class State:
                 error=spec.get("error"),
                 aadsts=int(spec["aadsts"]) if spec.get("aadsts") is not None else None,
                 error_description=spec.get("error_description"),
+                skip=int(spec.get("skip") or 0),
             )
             self.faults.append(fault)
             return fault
@@ -259,6 +261,9 @@ class State:
         with self.lock:
             for fault in self.faults:
                 if fault.route in (route, "*") and fault.used < fault.count:
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.used += 1
                     return fault
         return None

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
@@ -149,12 +149,19 @@ class GraphMailClient:
         response = self._request(ctx, "whoami", "GET", path, idempotent=True)
         return _json(response)
 
-    def find_sent(self, internet_message_id: str, mailbox: str) -> Optional[bool]:
+    def find_sent(
+        self, internet_message_id: str, mailbox: str, recipients: Optional[Sequence[str]] = None
+    ) -> Optional[bool]:
         """Whether a mail with this Message-ID is in the mailbox's Sent Items; ``None`` when not allowed to
-        read them (then nothing can be concluded). Use it before resending an ambiguous failure."""
+        read them (then nothing can be concluded). Use it before resending an ambiguous failure.
+
+        ``recipients``: only a copy sent to all of them counts. Odoo sends one copy per recipient with the same
+        Message-ID, so the Message-ID alone cannot tell which copy went out.
+        """
         escaped = internet_message_id.strip().replace("'", "''")
+        select = "id,toRecipients,ccRecipients,bccRecipients" if recipients else "id"
         query = urlencode(
-            {"$filter": f"internetMessageId eq '{escaped}'", "$select": "id", "$top": "1"}, quote_via=quote
+            {"$filter": f"internetMessageId eq '{escaped}'", "$select": select, "$top": "50"}, quote_via=quote
         )
         path = f"{self._mailbox_path(mailbox)}/mailFolders/SentItems/messages?{query}"
         ctx = _Context(self.transport.deadline())
@@ -162,7 +169,11 @@ class GraphMailClient:
             response = self._request(ctx, "findSent", "GET", path, idempotent=True)
         except PermissionDenied:
             return None
-        return bool(_json(response).get("value"))
+        items = _json(response).get("value") or []
+        if not recipients:
+            return bool(items)
+        wanted = {address.strip().lower() for address in recipients}
+        return any(wanted <= _sent_to(item) for item in items if isinstance(item, dict))
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -390,6 +401,17 @@ class GraphMailClient:
 
 
 _NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _sent_to(item: Mapping[str, Any]) -> Set[str]:
+    """Every recipient address of a Sent Items message (To, Cc and the sender's view of Bcc)."""
+    addresses = set()
+    for kind in ("toRecipients", "ccRecipients", "bccRecipients"):
+        for recipient in item.get(kind) or []:
+            address = (recipient.get("emailAddress") or {}).get("address") if isinstance(recipient, dict) else None
+            if isinstance(address, str):
+                addresses.add(address.strip().lower())
+    return addresses
 
 
 def _json(response: requests.Response) -> Dict[str, Any]:

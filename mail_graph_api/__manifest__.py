@@ -15,6 +15,7 @@
         "security/ir.model.access.csv",
         "views/ir_mail_server_views.xml",
         "views/mail_graph_api_log_views.xml",
+        "views/mail_mail_views.xml",
         "views/templates.xml",
         "data/ir_cron.xml",
         "data/ir_config_parameter.xml",

@@ -8,6 +8,7 @@ HTTP session and one access token.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from graph_mail import (
 )
 
 from . import compat
+from .models.mail_graph_api_log import SENDING_OPERATIONS
 
 _logger = logging.getLogger(__name__)
 
@@ -80,6 +82,22 @@ def outcome_for(error: GraphMailError) -> Outcome:
     )
 
 
+def recipients_key(recipients):
+    """A short stable fingerprint of one copy's envelope recipients."""
+    return hashlib.sha256("\n".join(recipients).encode()).hexdigest()[:32] if recipients else False
+
+
+class AwaitingDecision(GraphMailError):
+    """The duplicate guard cannot tell whether an earlier attempt went out: an administrator decides."""
+
+    operation = "duplicate_guard"
+    default_hint = "Check the sender's Sent Items, then send the mail again or cancel it."
+
+    def __init__(self, message, hint=None):
+        # Neither sent nor safe to send: no automatic retry, and no SMTP fallback either.
+        super().__init__(message, hint=hint, nothing_sent=False, retryable=False)
+
+
 class GraphSession:
     """Stands where Odoo expects an ``smtplib.SMTP`` connection."""
 
@@ -91,6 +109,8 @@ class GraphSession:
         self.smtp_from = smtp_from
         self.mailbox = server.graph_sender_email
         self._calls = []
+        self._pending = []  # this mail's "pending" log row, replaced by its call rows
+        self._recipients, self._recipients_key = [], False
         self._throttled_until = 0.0
         self._client = GraphMailClient(
             server._graph_credentials(),
@@ -115,6 +135,9 @@ class GraphSession:
 
     def send_message(self, message, from_addr=None, to_addrs=None):
         message_id = message["Message-Id"]
+        self._pending = []
+        self._recipients = sorted({address.strip().lower() for address in to_addrs or []})
+        self._recipients_key = recipients_key(self._recipients)
         try:
             self._send(message, to_addrs)
         except GraphMailError as error:
@@ -144,8 +167,60 @@ class GraphSession:
                 retry_after=self._throttled_until - time.monotonic(),
                 nothing_sent=True,
             )
+        if self._already_sent(message["Message-Id"]):
+            return
         self._align_from(message)
+        if message["Message-Id"]:
+            Log = server.env["mail.graph.api.log"].sudo()
+            self._pending.append(Log._mark_pending(server, message["Message-Id"], self._recipients_key))
         self._client.send(message, Envelope(sender=self.mailbox, recipients=list(to_addrs or [])))
+
+    def _already_sent(self, message_id):
+        """The duplicate guard. Odoo sends a mail again when an earlier attempt failed ambiguously and was
+        retried, or when Microsoft accepted it but the commit that records it was lost. Our log rows outlive
+        both (own cursor): a mail Microsoft accepted is not sent again; after an uncertain outcome the mailbox's
+        Sent Items decide, or an administrator when they cannot be read."""
+        if not message_id:
+            return False
+        Log = self._server.env["mail.graph.api.log"].sudo()
+        key = self._recipients_key
+        last = Log.search(
+            [
+                ("message_id", "=", message_id),
+                "|",
+                "&",
+                ("recipients_key", "=", key),
+                "|",
+                "&",
+                ("operation", "in", SENDING_OPERATIONS),
+                ("outcome", "in", ("ok", "ambiguous", "pending")),
+                ("outcome", "=", "skipped"),
+                ("outcome", "=", "decision"),  # an administrator's go covers every copy of the mail
+            ],
+            order="id desc",
+            limit=1,
+        )
+        if not last or last.outcome == "decision":
+            return False
+        if last.outcome in ("ok", "skipped"):
+            Log._record_guard(
+                self._server, message_id, "skipped", "Microsoft already accepted this mail: not sent again.", key
+            )
+            return True
+        found = self._client.find_sent(message_id, self.mailbox, self._recipients)
+        if found:
+            Log._record_guard(
+                self._server, message_id, "skipped", "Found in the sender's Sent Items after an uncertain attempt.", key
+            )
+            return True
+        if found is None:
+            raise AwaitingDecision(
+                "An earlier attempt may have reached Microsoft and the Sent Items of "
+                f"{self.mailbox} cannot be read to check it",
+                hint="Look for this Message-ID in the sender's Sent Items. If it is not there, open the mail and "
+                "click “Send Again (checked Sent Items)”; to let Odoo check by itself, grant Mail.ReadWrite.",
+            )
+        return False  # not in Sent Items: the earlier attempt did not go out
 
     def _align_from(self, message):
         """Exchange refuses a From the mailbox has no Send As right on (ErrorSendAsDenied). Odoo may have put
@@ -205,5 +280,8 @@ class GraphSession:
 
     def flush_logs(self, message_id=None, error=None):
         calls, self._calls[:] = list(self._calls), []
-        if calls or error:
-            self._server.env["mail.graph.api.log"]._record_calls(self._server, calls, message_id, error)
+        pending, self._pending = self._pending, []
+        if calls or error or pending:
+            self._server.env["mail.graph.api.log"]._record_calls(
+                self._server, calls, message_id, error, pending, self._recipients_key if message_id else False
+            )

@@ -236,6 +236,16 @@ def test_find_sent_false_for_unknown_message(fake, sleeps):
     assert app_client(fake, sleeps).find_sent("<nobody@nowhere>", SALES) is False
 
 
+def test_find_sent_tells_copies_with_one_message_id_apart(fake, sleeps):
+    """Odoo sends a copy per recipient with one Message-ID: only the copy sent to these recipients counts."""
+    client = app_client(fake, sleeps)
+    msg = make_message()
+    client.send(msg, ENVELOPE)
+    assert client.find_sent(msg["Message-ID"], SALES, ENVELOPE.recipients) is True
+    assert client.find_sent(msg["Message-ID"], SALES, [r.upper() for r in ENVELOPE.recipients[:1]]) is True
+    assert client.find_sent(msg["Message-ID"], SALES, ["zoe@fabrikam.example"]) is False
+
+
 # -- delegated --------------------------------------------------------------------------------------
 
 

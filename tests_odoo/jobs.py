@@ -58,6 +58,7 @@ def send_then_roll_back(env, server_id: int, subject: str) -> dict:
     env.invalidate_all()
     logs = env["mail.graph.api.log"].search_read([("message_id", "=", message_id)], ["operation", "outcome"])
     return {
+        "mail_id": mail.id,
         "state_before_rollback": state,
         "state_after_rollback": mail.state,
         "message_id": message_id,

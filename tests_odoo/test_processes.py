@@ -52,6 +52,11 @@ def test_log_rows_survive_a_rollback_of_the_sending_transaction(odoo, fake, serv
     assert len(received) == 1, "Microsoft accepted the mail once"
     assert {"operation": "sendMail", "outcome": "ok"} in result["logs"], "the log row outlived the rollback"
 
+    # The next queue run finds the mail still outgoing: the duplicate guard reads the surviving row.
+    assert odoo.call("tests_odoo.jobs:send_at", mail_ids=[result["mail_id"]], start_at=0)["states"] == ["sent"]
+    received = [m for m in fake.messages() if m["internet_message_id"] == result["message_id"]]
+    assert len(received) == 1, "not sent a second time"
+
 
 def _refresh_grants(fake) -> list:
     return [call for call in fake.calls("token") if call.get("grant_type") == "refresh_token"]

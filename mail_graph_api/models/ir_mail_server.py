@@ -401,7 +401,9 @@ class IrMailServer(models.Model):
             super(IrMailServer, self.sudo()).write(values)
             return
         with self.env.registry.cursor() as cr:
-            super(IrMailServer, self.env(cr=cr, su=True)["ir.mail_server"].browse(self.id)).write(values)
+            server = self.env(cr=cr, su=True)["ir.mail_server"].browse(self.id)
+            super(IrMailServer, server).write(values)
+            server.env.flush_all()  # writes are lazy: flush before this cursor commits, or they are lost
         self.invalidate_recordset(list(values))
 
     def action_graph_send_test_email(self):
@@ -497,6 +499,9 @@ class IrMailServer(models.Model):
                 smtp_debug=smtp_debug, smtp_session=smtp_session,
             )  # fmt: skip
         smtp_from, smtp_to_list, message = compat.prepare_email_message(self, message, session)
+        # mail.mail._send() marks the mail before sending to lock it against a second worker, but ORM writes are
+        # lazy: flush them, so a concurrent queue run waits on the row lock instead of sending the mail again.
+        self.env.flush_all()
         session.send_message(message, smtp_from, smtp_to_list)
         return message["Message-Id"]
 

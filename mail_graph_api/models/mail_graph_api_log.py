@@ -8,6 +8,9 @@ from graph_mail import AuthenticationError
 
 _logger = logging.getLogger(__name__)
 
+# The calls that hand a mail to Microsoft for delivery: one MIME sendMail, or the send of a draft.
+SENDING_OPERATIONS = ("sendMail", "send")
+
 
 class MailGraphApiLog(models.Model):
     """One row per Microsoft Graph or identity call worth keeping. Nothing secret is ever stored here."""
@@ -19,6 +22,8 @@ class MailGraphApiLog(models.Model):
 
     mail_server_id = fields.Many2one("ir.mail_server", "Mail Server", index=True, ondelete="cascade", readonly=True)
     message_id = fields.Char("Message-ID", index=True, readonly=True)
+    # Odoo sends one copy per recipient with the same Message-ID: the duplicate guard tells copies apart by this.
+    recipients_key = fields.Char(readonly=True)
     mail_id = fields.Many2one("mail.mail", "Mail", compute="_compute_mail_id")
     operation = fields.Char(required=True, readonly=True, help="e.g. sendMail, createDraft, upload, token")
     method = fields.Char(readonly=True)
@@ -31,7 +36,16 @@ class MailGraphApiLog(models.Model):
     request_bytes = fields.Integer("Size (bytes)", readonly=True)
     attempt = fields.Integer(readonly=True, default=1)
     outcome = fields.Selection(
-        [("ok", "OK"), ("retry", "Retried"), ("error", "Error"), ("fallback", "Sent by SMTP fallback")],
+        [
+            ("ok", "OK"),
+            ("retry", "Retried"),
+            ("error", "Error"),
+            ("ambiguous", "Outcome unknown (may have been sent)"),
+            ("pending", "Being sent (or interrupted)"),
+            ("fallback", "Sent by SMTP fallback"),
+            ("skipped", "Not sent again (already accepted)"),
+            ("decision", "Administrator: send again"),
+        ],
         readonly=True,
         required=True,
     )
@@ -45,25 +59,67 @@ class MailGraphApiLog(models.Model):
             log.mail_id = by_message_id.get(log.message_id, False)
 
     @api.model
-    def _write_rows(self, rows):
-        """Write through a cursor of our own: the rows survive a rollback of the sending transaction."""
-        if not rows:
+    def _write_rows(self, rows, replace_ids=()):
+        """Write through a cursor of our own: the rows survive a rollback of the sending transaction.
+        ``replace_ids``: rows these replace (a mail's "pending" marker), removed in the same transaction."""
+        if not rows and not replace_ids:
             return
+
+        def write(logs):
+            logs.create(rows)
+            logs.browse(list(replace_ids)).unlink()
+
         try:
-            with self.env.registry.cursor() as cr:
-                self.env(cr=cr, su=True)[self._name].create(rows)
+            self._in_own_transaction(write)
         except Exception:
             # A log must never make a mail fail; the _logger line below still tells the story.
             _logger.exception("Could not write Microsoft Graph log rows")
 
     @api.model
-    def _record_calls(self, server, calls, message_id=None, error=None):
+    def _mark_pending(self, server, message_id, recipients_key=False):
+        """Committed before a mail goes to Microsoft, replaced by the call rows after: if the worker dies in
+        between, the duplicate guard finds this row and checks Sent Items before sending the mail again."""
+        values = {
+            "mail_server_id": server.id,
+            "message_id": message_id,
+            "recipients_key": recipients_key,
+            "operation": "send",
+            "outcome": "pending",
+        }
+        return self._in_own_transaction(lambda logs: logs.create(values).id)
+
+    @api.model
+    def _in_own_transaction(self, work, attempts=5):
+        """Run ``work(logs)`` in a committed transaction of its own. The row's foreign key locks the mail
+        server row, which another worker may be updating (token renewal): under Odoo's REPEATABLE READ that is
+        a serialization failure, so start again with a fresh snapshot."""
+        from psycopg2.errors import SerializationFailure
+
+        for attempt in range(attempts):
+            try:
+                with self.env.registry.cursor() as cr:
+                    logs = self.env(cr=cr, su=True)[self._name]
+                    result = work(logs)
+                    logs.env.flush_all()
+                    return result
+            except SerializationFailure:
+                if attempt == attempts - 1:
+                    raise
+        return None
+
+    @api.model
+    def _record_calls(self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False):
         rows = []
+        ambiguous = error is not None and error.may_have_been_sent
         for call in calls:
+            outcome = call.outcome
+            if ambiguous and outcome == "error" and call.operation in SENDING_OPERATIONS:
+                outcome = "ambiguous"  # the duplicate guard checks Sent Items before this mail goes again
             rows.append(
                 {
                     "mail_server_id": server.id,
                     "message_id": message_id,
+                    "recipients_key": recipients_key,
                     "operation": call.operation,
                     "method": call.method,
                     "path": call.path,
@@ -74,7 +130,7 @@ class MailGraphApiLog(models.Model):
                     "duration_ms": int(call.duration_ms or 0),
                     "request_bytes": int(call.request_bytes or 0),
                     "attempt": call.attempt,
-                    "outcome": call.outcome,
+                    "outcome": outcome,
                     "message": (call.message or "")[:500] or False,
                 }
             )
@@ -97,17 +153,36 @@ class MailGraphApiLog(models.Model):
                 {
                     "mail_server_id": server.id,
                     "message_id": message_id,
-                    "operation": "token" if isinstance(error, AuthenticationError) else "send",
+                    "recipients_key": recipients_key,
+                    "operation": getattr(error, "operation", None)
+                    or ("token" if isinstance(error, AuthenticationError) else "send"),
                     "http_status": error.status or 0,
                     "code": error.code or type(error).__name__,
                     "request_id": error.request_id,
                     "client_request_id": error.client_request_id,
-                    "outcome": "error",
+                    "outcome": "ambiguous" if error.may_have_been_sent else "error",
                     "message": str(error)[:500],
                 }
             )
             _logger.info("Graph %s for %s failed: %s", rows[-1]["operation"], message_id or "-", error.code or error)
-        self._write_rows(rows)
+        self._write_rows(rows, replace_ids)
+
+    @api.model
+    def _record_guard(self, server, message_id, outcome, text, recipients_key=False):
+        """What the duplicate guard decided for a mail (skipped as already sent, or an administrator's go)."""
+        _logger.info("Mail %s: %s", message_id, text)
+        self._write_rows(
+            [
+                {
+                    "mail_server_id": server.id,
+                    "message_id": message_id,
+                    "operation": "duplicate_guard",
+                    "recipients_key": recipients_key,
+                    "outcome": outcome,
+                    "message": text[:500],
+                }
+            ]
+        )
 
     @api.model
     def _record_fallback(self, server, message_id, graph_error, smtp_error):

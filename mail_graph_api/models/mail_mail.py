@@ -1,5 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
-from odoo import models
+from odoo import _, models
+from odoo.exceptions import AccessError
 
 from .. import compat
 from ..session import GraphSession, pop_outcome
@@ -7,6 +8,20 @@ from ..session import GraphSession, pop_outcome
 
 class MailMail(models.Model):
     _inherit = "mail.mail"
+
+    def action_graph_send_again(self):
+        """An administrator checked the sender's Sent Items after an uncertain attempt: send the mail again."""
+        if not self.env.is_admin():
+            raise AccessError(_("Only administrators can decide to send a mail again."))
+        Log = self.env["mail.graph.api.log"].sudo()
+        for mail in self.filtered(lambda m: m.state == "exception" and m.message_id):
+            Log._record_guard(
+                mail.mail_server_id,
+                mail.message_id,
+                "decision",
+                _("%s checked Sent Items and chose to send again.", self.env.user.login),
+            )
+        return self.action_retry()
 
     def _send(self, *args, **kwargs):
         with compat.queue_send_gate_lifted(self.env, isinstance(kwargs.get("smtp_session"), GraphSession)):
