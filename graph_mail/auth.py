@@ -31,12 +31,14 @@ from .errors import (
     ConfigurationError,
     GraphMailError,
     InvalidGrantError,
+    ServiceUnavailable,
+    Throttled,
     TransportError,
     aadsts_code,
     error_from_token_response,
     hint_for,
 )
-from .redaction import install_log_redaction, register_secret
+from .redaction import install_log_redaction, redact, register_secret
 from .transport import Transport
 
 _log = logging.getLogger(__name__)
@@ -271,8 +273,41 @@ def msal_app(credentials: MailboxCredentials, transport: Transport) -> msal.Conf
                 raise _token_phase(exc)
             except ValueError as exc:
                 raise _discovery_error(exc, credentials)
+            except Exception as exc:  # msal choking on a malformed discovery or instance answer
+                raise _msal_failure(exc)
             _apps[key] = app
     return app
+
+
+def _msal_failure(exc: Exception, credentials: Optional[MailboxCredentials] = None) -> GraphMailError:
+    """msal raised something of its own (MsalServiceError on a 5xx or 429, or an error on a malformed answer):
+    nothing was sent, and the identity platform is the one failing. Forget the msal app: its state may be
+    broken, and the next attempt should start clean."""
+    if credentials is not None:
+        forget_app(credentials)
+    text = redact(str(exc))[:300]
+    status = _status_in(text)
+    if status == 429:
+        error: GraphMailError = Throttled(f"The identity platform is throttling sign-ins: {text}", status=429)
+    elif status is not None and status >= 500:
+        error = ServiceUnavailable(f"The identity platform is unavailable: {text}", status=status)
+    else:
+        error = ServiceUnavailable(
+            f"The identity platform gave an answer msal cannot use ({type(exc).__name__}: {text})",
+            hint="A temporary fault at Microsoft or a proxy in between: the mail is retried later.",
+        )
+    return error.mark_unsent()
+
+
+def _status_in(text: str) -> Optional[int]:
+    match = re.search(r"\b(429|5\d\d)\b", text)
+    return int(match.group(1)) if match else None
+
+
+def forget_app(credentials: MailboxCredentials) -> None:
+    authority, _origin = _msal_authority(credentials)
+    with _apps_lock:
+        _apps.pop((authority, credentials.client_id, credentials.credential_digest()), None)
 
 
 def _discovery_error(exc: Exception, credentials: MailboxCredentials) -> GraphMailError:
@@ -449,6 +484,8 @@ class TokenProvider:
             raise _token_phase(exc)
         except ValueError as exc:  # msal's own validation (bad key, bad scopes)
             raise ConfigurationError(f"Token request refused by msal: {exc}")
+        except Exception as exc:
+            raise _msal_failure(exc, credentials)
         token = _token_set(result, now, previous_refresh=used)
         if token.refresh_token and token.refresh_token != used:
             entry.refresh_token = token.refresh_token
@@ -525,6 +562,8 @@ class DelegatedAuthFlow:
             raise _token_phase(exc)
         except ValueError as exc:
             raise AuthenticationError(f"The sign-in answer was refused: {exc}", hint="Start the sign-in again.")
+        except Exception as exc:
+            raise _msal_failure(exc, self.credentials)
         token = _token_set(result, now)
         if token.refresh_token:
             entry = _entry_for(self.credentials, token.refresh_token)

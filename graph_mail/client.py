@@ -231,18 +231,10 @@ class GraphMailClient:
             _log.warning("Could not delete the unsent draft: %s", exc)
 
     def _upload(self, ctx: _Context, path: str, attachment: Attachment) -> None:
-        """One attachment through an upload session, resuming from ``nextExpectedRanges`` after a failure."""
-        created = self._request(
-            ctx,
-            "createUploadSession",
-            "POST",
-            f"{path}/attachments/createUploadSession",
-            json_body=attachment.attachment_item(),
-        )
-        upload_url = _json(created).get("uploadUrl")
-        if not upload_url:
-            raise GraphApiError("Graph returned no upload URL").mark_unsent()
-        check_url(upload_url.split("?", 1)[0], "Upload URL")
+        """One attachment through an upload session, resuming from ``nextExpectedRanges`` after a failure, and
+        once through a new session when Graph has forgotten this one (404: the session expired)."""
+        upload_url = self._upload_session(ctx, path, attachment)
+        renewed = False
         offset: Optional[int] = 0
         failures = 0
         while offset is not None and offset < attachment.size:
@@ -269,12 +261,30 @@ class GraphMailClient:
                 else:
                     return
             except GraphMailError as exc:
+                if exc.status == 404 and not renewed:
+                    renewed, offset = True, 0
+                    upload_url = self._upload_session(ctx, path, attachment)
+                    continue
                 failures += 1
                 if failures >= self.retry.attempts or not _resumable(exc):
                     raise exc.mark_unsent()
                 self.transport.sleep(self.retry.backoff_delay(failures))
                 status = self._request(ctx, "uploadStatus", "GET", upload_url, auth=False, idempotent=True)
                 offset = _next_expected(_json(status))
+
+    def _upload_session(self, ctx: _Context, path: str, attachment: Attachment) -> str:
+        created = self._request(
+            ctx,
+            "createUploadSession",
+            "POST",
+            f"{path}/attachments/createUploadSession",
+            json_body=attachment.attachment_item(),
+        )
+        upload_url = _json(created).get("uploadUrl")
+        if not upload_url:
+            raise GraphApiError("Graph returned no upload URL").mark_unsent()
+        check_url(upload_url.split("?", 1)[0], "Upload URL")
+        return upload_url
 
     def _request(
         self,

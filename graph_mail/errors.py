@@ -151,11 +151,12 @@ class GraphMailError(Exception):
         retryable: Optional[bool] = None,
     ) -> None:
         self.message = redact(str(message))
-        self.hint = redact(hint) if hint else self.default_hint
-        self.status = status
-        self.code = code
-        self.request_id = request_id
-        self.client_request_id = client_request_id
+        self.hint = redact(str(hint)) if hint else self.default_hint
+        self.status = status if isinstance(status, int) else None
+        # Microsoft's answers are data, not promises: keep only well-typed ids and codes.
+        self.code = _text_or_none(code)
+        self.request_id = _text_or_none(request_id)
+        self.client_request_id = _text_or_none(client_request_id)
         self.may_have_been_sent = may_have_been_sent
         self.retry_after = retry_after
         # Proof that nothing went out is the default unless the body may have left.
@@ -258,6 +259,14 @@ class ServiceUnavailable(GraphApiError):
     transient = True
 
 
+def _text_or_none(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def aadsts_code(text: Optional[str]) -> Optional[int]:
     """The first ``AADSTSnnnn`` number in ``text``."""
     match = _AADSTS_RE.search(text or "")
@@ -357,11 +366,13 @@ def _graph_error_class(status: int, code: Optional[str]) -> type:
     return GraphApiError
 
 
-def error_from_token_response(result: Mapping[str, Any], *, status: Optional[int] = None) -> AuthenticationError:
+def error_from_token_response(result: Mapping[str, Any], *, status: Optional[int] = None) -> GraphApiError:
     """Build the right error from an msal / token-endpoint error dict (``error``, ``error_description``)."""
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "")
-    codes = result.get("error_codes") or []
+    codes = [c for c in (result.get("error_codes") or []) if isinstance(c, int) and not isinstance(c, bool)]
+    if not isinstance(result.get("error_codes"), list):
+        codes = []
     number = codes[0] if codes else aadsts_code(description)
     if number is None:
         number = aadsts_code(error)
@@ -379,6 +390,16 @@ def error_from_token_response(result: Mapping[str, Any], *, status: Optional[int
             code=code,
             request_id=result.get("trace_id"),
             client_request_id=result.get("correlation_id"),
+        )
+    if error in ("temporarily_unavailable", "server_error"):
+        # OAuth's words for an outage at the identity platform: nothing was sent, try again later.
+        return ServiceUnavailable(
+            f"The identity platform is unavailable: {error}" + (f": {first_line}" if first_line else ""),
+            status=status,
+            code=code,
+            request_id=result.get("trace_id"),
+            client_request_id=result.get("correlation_id"),
+            nothing_sent=True,
         )
     message = f"Sign-in refused: {error}" + (f": {first_line}" if first_line else "")
     return AuthenticationError(

@@ -24,7 +24,7 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from .errors import MessageTooLarge, MimeConversionError
+from .errors import GraphMailError, MessageTooLarge, MimeConversionError
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # Graph refuses bigger requests with 413
 REQUEST_MARGIN = 64 * 1024  # headroom for Graph's own accounting of the request
@@ -136,6 +136,25 @@ def build_plan(
 ) -> SendPlan:
     """Decide the requests for ``message``; raise :class:`MimeConversionError` when Graph cannot send it
     as the envelope says, :class:`MessageTooLarge` when no split fits Graph's limits."""
+    try:
+        return _build_plan(message, envelope, max_request_bytes=max_request_bytes, upload_min=upload_min)
+    except GraphMailError:
+        raise
+    except (ValueError, TypeError, LookupError, AttributeError, UnicodeError) as exc:
+        # The email package gives up on some malformed messages (odd encodings, broken headers).
+        raise MimeConversionError(
+            f"The message cannot be converted for Microsoft Graph ({type(exc).__name__}: {exc})",
+            hint="A header or a part of this mail is malformed: check how it was built.",
+        ) from exc
+
+
+def _build_plan(
+    message: Message,
+    envelope: Envelope,
+    *,
+    max_request_bytes: int,
+    upload_min: int,
+) -> SendPlan:
     if not isinstance(message, Message):
         raise MimeConversionError(f"Expected an email.message.EmailMessage, got {type(message).__name__}")
     if "@" not in envelope.sender:

@@ -167,3 +167,15 @@ def test_hint_for_accepts_numbers_strings_and_statuses():
     assert errors.hint_for("AADSTS50011: x") == AADSTS_HINTS[50011]
     assert errors.hint_for("ErrorSendAsDenied") == GRAPH_HINTS["ErrorSendAsDenied"]
     assert errors.hint_for(None, 429) == errors.STATUS_HINTS[429]
+
+
+def test_odd_types_in_microsofts_answers_stay_inside_the_error_tree():
+    """Answers are data: a numeric code, a list as request id or error_codes of strings never crash str()."""
+    from graph_mail.errors import GraphApiError, error_from_token_response
+
+    error = GraphApiError("Graph failed", status=400, code=123, request_id=["x"], client_request_id=4.5)
+    assert error.code == "123" and error.request_id is None and error.client_request_id == "4.5"
+    assert "123" in str(error)
+    weird = error_from_token_response({"error": "invalid_client", "error_codes": ["7000215", None]})
+    assert isinstance(weird, GraphApiError) and str(weird)
+    assert error_from_token_response({"error": "invalid_client", "error_codes": "7000215"}).code == "invalid_client"

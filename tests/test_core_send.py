@@ -18,6 +18,7 @@ from graph_mail import (
     DelegatedAuthFlow,
     Envelope,
     GraphMailClient,
+    GraphMailError,
     InvalidGrantError,
     MailboxCredentials,
     MailboxNotFound,
@@ -150,6 +151,15 @@ def test_upload_resumes_after_a_dropped_chunk(fake, sleeps):
     ranges = [c["content_range"] for c in fake.calls(route="upload") if c["method"] == "PUT"]
     assert ranges[1].startswith(f"bytes {CHUNK_SIZE}-")
     assert [c.outcome for c in result.calls if c.operation == "uploadChunk"] == ["retry", "ok"]
+
+
+def test_expired_upload_session_is_replaced_once(fake, sleeps):
+    data = os.urandom(4_500_000)
+    fake.inject("upload", status=404, code="ErrorItemNotFound", count=1, skip=1)  # the 2nd chunk: session gone
+    app_client(fake, sleeps).send(make_message(attachments=[("big.pdf", data)]), ENVELOPE)
+    (stored,) = fake.messages()
+    assert stored["attachments"][-1]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(fake.calls(route="createUploadSession")) == 2, "one new session, then the whole file again"
 
 
 def test_draft_deleted_when_the_upload_session_fails(fake, sleeps):
@@ -306,3 +316,19 @@ def test_batch_reuses_one_token(fake, sleeps):
     client.send(make_message(), ENVELOPE)
     assert len(fake.calls(route="token")) == 1 and len(fake.messages()) == 6
     assert TokenProvider is not None
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_identity_platform_outage_leaves_the_mail_retryable(fake, sleeps, status):
+    """A 5xx or 429 from the token endpoint: nothing was sent and the outage is temporary."""
+    fake.inject("token", status=status, count=10, code="temporarily_unavailable")
+    client = app_client(fake, sleeps)
+    with pytest.raises(GraphMailError) as info:
+        client.send(make_message(), ENVELOPE)
+    assert info.value.nothing_sent and not info.value.may_have_been_sent
+    assert info.value.retryable, "the mail stays queued"
+    assert fake.messages() == []
+    if status == 503:  # (after a 429, msal itself holds sign-ins back for the Retry-After period)
+        fake.clear_faults()
+        client.send(make_message(), ENVELOPE)  # the next queue run gets through
+        assert len(fake.messages()) == 1
