@@ -370,9 +370,9 @@ def error_from_token_response(result: Mapping[str, Any], *, status: Optional[int
     """Build the right error from an msal / token-endpoint error dict (``error``, ``error_description``)."""
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "")
-    codes = [c for c in (result.get("error_codes") or []) if isinstance(c, int) and not isinstance(c, bool)]
-    if not isinstance(result.get("error_codes"), list):
-        codes = []
+    raw_codes = result.get("error_codes")
+    raw_codes = raw_codes if isinstance(raw_codes, list) else []
+    codes = [c for c in raw_codes if isinstance(c, int) and not isinstance(c, bool)]
     number = codes[0] if codes else aadsts_code(description)
     if number is None:
         number = aadsts_code(error)

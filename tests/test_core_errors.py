@@ -179,3 +179,4 @@ def test_odd_types_in_microsofts_answers_stay_inside_the_error_tree():
     weird = error_from_token_response({"error": "invalid_client", "error_codes": ["7000215", None]})
     assert isinstance(weird, GraphApiError) and str(weird)
     assert error_from_token_response({"error": "invalid_client", "error_codes": "7000215"}).code == "invalid_client"
+    assert error_from_token_response({"error": "invalid_client", "error_codes": True}).code == "invalid_client"
