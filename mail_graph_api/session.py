@@ -71,8 +71,8 @@ def outcome_for(error: GraphMailError) -> Outcome:
         reason = _("%s Open the outgoing mail server and click “Authenticate with Microsoft”.", reason)
     if error.may_have_been_sent:
         reason = _(
-            "Microsoft may have accepted this mail: it was NOT sent again automatically. Check the sender's Sent "
-            "Items for its Message-ID before retrying. %s",
+            "Microsoft may have accepted this mail: it was NOT sent again automatically. Retry checks the "
+            "sender's Sent Items for its Message-ID first and sends it only if it is not there. %s",
             reason,
         )
     return Outcome(
