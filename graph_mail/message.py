@@ -175,10 +175,14 @@ def _build_plan(
     prefix_bytes = "".join(line + "\r\n" for line in prefix).encode("utf-8")
     drop_bcc = message.get("Bcc") is not None  # the merged Bcc replaces the message's own
 
-    total = len(prefix_bytes) + _serialized_size(message)
-    if _b64_len(total) <= max_request_bytes:
-        raw = _rewrite_headers(_serialize(message), prefix_bytes, drop_bcc)
-        return SendPlan("mime", base64.b64encode(raw), message_id, bcc)
+    # The encoded payloads alone are a lower bound of the message's size: when they are already too big, skip
+    # building the whole text (for a 100 MB attachment that is hundreds of MB); otherwise build it once.
+    if _b64_len(len(prefix_bytes) + _payload_size(message)) <= max_request_bytes:
+        raw = _serialize(message)
+        if _b64_len(len(prefix_bytes) + len(raw)) <= max_request_bytes:
+            raw = _rewrite_headers(raw, prefix_bytes, drop_bcc)
+            return SendPlan("mime", base64.b64encode(raw), message_id, bcc)
+        del raw
 
     # Too big for one request: move attachments out of the draft, largest first, big ones first.
     found = list(_attachments(message))
@@ -283,6 +287,18 @@ class _Counter:
 def _generator(message: Message, fp) -> BytesGenerator:
     # The message's own policy with CRLF: the same bytes smtplib.send_message would put on the wire.
     return BytesGenerator(fp, mangle_from_=False, policy=message.policy.clone(linesep="\r\n"))
+
+
+def _payload_size(message: Message) -> int:
+    """The length of every leaf part's payload as stored (already transfer-encoded): no copy is made."""
+    size = 0
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, (str, bytes)):
+            size += len(payload)
+    return size
 
 
 def _serialized_size(message: Message) -> int:

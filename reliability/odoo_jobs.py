@@ -1,0 +1,145 @@
+"""Functions the suite runs inside a real Odoo process (tools/odoo_exec.py, via tools/odoo_harness.py).
+
+Each gets a superuser ``env``; what it returns comes back as JSON; its transaction is committed when it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List
+
+SECRET_FIELDS = (
+    "graph_client_secret",
+    "graph_refresh_token",
+    "graph_access_token",
+    "graph_certificate",
+    "graph_oauth_flow",
+)
+
+
+def _states(env, mail_ids: List[int]) -> List[Dict[str, Any]]:
+    mails = env["mail.mail"].browse(mail_ids)
+    mails.invalidate_recordset()
+    return mails.read(["state", "failure_type", "failure_reason", "message_id"])
+
+
+def drain(env, mail_ids: List[int], start_at: float = 0.0) -> List[Dict[str, Any]]:
+    """A mail worker: Odoo's cron entry point, restricted to these mails. ``start_at`` (epoch seconds) lines
+    several workers up so that they really run at the same time."""
+    time.sleep(max(0.0, start_at - time.time()))
+    env["mail.mail"].process_email_queue(ids=mail_ids)
+    return _states(env, mail_ids)
+
+
+def drain_until_empty(
+    env, mail_ids: List[int], start_at: float = 0.0, descending: bool = False, chunk: int = 25, deadline: float = 900.0
+) -> Dict[str, Any]:
+    """A mail worker under load: Odoo's cron entry point (``process_email_queue``) over these mails, chunk by
+    chunk, until none is left outgoing. Two of them start from opposite ends (``descending``) and meet in the
+    middle, where they fight over the same rows.
+
+    ``process_email_queue`` commits after every mail and logs, not raises, what stops it (a serialization
+    failure when the other worker holds a mail): the transaction is then aborted. That is counted, rolled back,
+    and the chunk tried again on the next round, as the next cron run would."""
+    from psycopg2.extensions import TRANSACTION_STATUS_INERROR
+
+    time.sleep(max(0.0, start_at - time.time()))
+    Mail = env["mail.mail"]
+    ordered = sorted(mail_ids, reverse=descending)
+    pending = [ordered[i : i + chunk] for i in range(0, len(ordered), chunk)]
+    aborted = rounds = 0
+    started = time.time()
+    while pending and time.time() - started < deadline:
+        rounds += 1
+        again = []
+        for ids in pending:
+            Mail.process_email_queue(ids=ids)
+            if env.cr._cnx.get_transaction_status() == TRANSACTION_STATUS_INERROR:
+                aborted += 1
+            env.cr.rollback()  # every mail it sent is committed already
+            if Mail.search_count([("id", "in", ids), ("state", "=", "outgoing")]):
+                again.append(ids)
+        pending = again
+        if pending:
+            time.sleep(0.1)
+    return {"aborted": aborted, "rounds": rounds, "seconds": round(time.time() - started, 1)}
+
+
+def send_then_rollback(env, mail_ids: List[int]) -> Dict[str, Any]:
+    """Graph accepts the mails, then the sending transaction rolls back (a serialization failure, a lost
+    database connection, a crash before the commit): Odoo's records say nothing was sent."""
+    mails = env["mail.mail"].browse(mail_ids)
+    mails.send(auto_commit=False)
+    inside = [row["state"] for row in _states(env, mail_ids)]
+    env.cr.rollback()
+    return {"inside_transaction": inside, "after_rollback": [row["state"] for row in _states(env, mail_ids)]}
+
+
+def make_states(env, server_id: int, uid: int = 2, stale: int = 700) -> Dict[str, str]:
+    """OAuth states this database signs for ``uid``: a fresh one and one older than its lifetime."""
+    from odoo.addons.mail_graph_api.oauth_state import make_state
+
+    user_env = env(user=uid)
+    return {
+        "fresh": make_state(user_env, server_id),
+        "expired": make_state(user_env, server_id, now=time.time() - stale),
+        "db": env.cr.dbname,
+    }
+
+
+def create_users(env, users: List[Dict[str, str]]) -> Dict[str, int]:
+    """Users with a password, in the named groups (xml ids, comma separated)."""
+    created = {}
+    for spec in users:
+        groups = [env.ref(xmlid.strip()).id for xmlid in spec["group"].split(",")]
+        user = (
+            env["res.users"]
+            .with_context(no_reset_password=True)
+            .create(
+                {
+                    "name": spec["login"],
+                    "login": spec["login"],
+                    "password": spec["password"],
+                    "email": f"{spec['login']}@contoso.example",
+                    "groups_id": [(6, 0, groups)],
+                }
+            )
+        )
+        created[spec["login"]] = user.id
+    return created
+
+
+def orm_access(env, server_id: int, logins: List[str]) -> Dict[str, Dict[str, str]]:
+    """What each user gets from the ORM when reaching for secrets and logs: "refused ..." or "ALLOWED ..."."""
+    from odoo.exceptions import AccessError, UserError
+
+    server = env["ir.mail_server"].browse(server_id)
+    secrets = [str(server[name]) for name in SECRET_FIELDS if server[name]]
+    results: Dict[str, Dict[str, str]] = {}
+    for login in logins:
+        user = env["res.users"].search([("login", "=", login)])
+        as_user = server.with_user(user)
+        logs = env["mail.graph.api.log"].with_user(user)
+        attempts = {
+            "read secret fields": lambda as_user=as_user: [as_user.read([name]) for name in SECRET_FIELDS],
+            "read all fields": lambda as_user=as_user: as_user.read(),
+            "search by a secret (oracle)": lambda as_user=as_user: as_user.search_count(
+                [("graph_refresh_token", "!=", False)]
+            ),
+            "export secret fields": lambda as_user=as_user: as_user.export_data(list(SECRET_FIELDS)),
+            "search the log model": lambda logs=logs: logs.search_read([], ["message_id", "path"]),
+            "export the log model": lambda logs=logs: logs.search([]).export_data(["message_id", "path"]),
+        }
+        outcome = {}
+        for name, attempt in attempts.items():
+            try:
+                with env.cr.savepoint():
+                    got = attempt()
+            except (AccessError, UserError) as error:
+                outcome[name] = f"refused ({type(error).__name__}: {str(error).splitlines()[0][:80]})"
+                continue
+            text = repr(got)
+            leaked = [s for s in secrets if s in text]
+            outcome[name] = f"ALLOWED, {'LEAKED a secret' if leaked else 'no secret in the answer'}: {text[:80]}"
+        results[login] = outcome
+    return results
