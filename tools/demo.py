@@ -58,10 +58,10 @@ class Odoo:
         self.url, self.db = url, db
         self.http = requests.Session()
 
-    def login(self) -> None:
+    def login(self, login: str = ADMIN[0], password: str = ADMIN[1]) -> None:
         answer = self.http.post(
             f"{self.url}/web/session/authenticate",
-            json={"jsonrpc": "2.0", "params": {"db": self.db, "login": ADMIN[0], "password": ADMIN[1]}},
+            json={"jsonrpc": "2.0", "params": {"db": self.db, "login": login, "password": password}},
             timeout=60,
         )
         answer.raise_for_status()

@@ -29,6 +29,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tools.demo import Odoo, step
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER_LIST_ACTION = "action-base.action_ir_mail_server_list"
 LOG_LIST_ACTION = "action-mail_graph_api.action_mail_graph_api_log"
@@ -40,37 +42,6 @@ EXAMPLE = {
     "graph_tenant_id": "7a3c6f0e-2b1d-4e5f-9a8b-0c1d2e3f4a5b",
     "graph_sender_email": "sales@contoso.com",
 }
-
-
-def step(text: str) -> None:
-    print(f"==> {text}", flush=True)
-
-
-class Rpc:
-    """JSON-RPC as the web client does it: /web/session/authenticate, then /web/dataset/call_kw."""
-
-    def __init__(self, url: str, db: str, login: str, password: str):
-        self.url = url
-        self.http = requests.Session()
-        answer = self.http.post(
-            f"{url}/web/session/authenticate",
-            json={"jsonrpc": "2.0", "params": {"db": db, "login": login, "password": password}},
-            timeout=60,
-        )
-        answer.raise_for_status()
-        if answer.json().get("error"):
-            sys.exit(f"Odoo login failed: {answer.json()['error']['data'].get('message')}")
-
-    def call(self, model: str, method: str, *args, **kwargs):
-        answer = self.http.post(
-            f"{self.url}/web/dataset/call_kw/{model}/{method}",
-            json={"jsonrpc": "2.0", "params": {"model": model, "method": method, "args": args, "kwargs": kwargs}},
-            timeout=60,
-        )
-        body = answer.json()
-        if body.get("error"):
-            raise RuntimeError(body["error"]["data"].get("message") or body["error"])
-        return body.get("result")
 
 
 class Browser:
@@ -222,7 +193,8 @@ def main() -> int:
 
     step(f"Finding the demo's Graph mail server on {url} (database {args.db})")
     try:
-        rpc = Rpc(url, args.db, args.login, args.password)
+        rpc = Odoo(url, args.db)
+        rpc.login(args.login, args.password)
     except requests.RequestException as error:
         sys.exit(f"No Odoo at {url} ({error}): start the demo first with ./dev demo")
     servers = rpc.call(
