@@ -17,10 +17,11 @@ import time
 
 from graph_mail import TokenProvider
 
+from .db import retry_serialization
+
 _logger = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 300  # seconds before expiry we stop using a token
-LOCK_ATTEMPTS = 5  # new snapshots after another worker's concurrent renewal
 _memory: dict = {}
 _memory_lock = threading.Lock()
 
@@ -101,28 +102,18 @@ class ServerTokenSource:
         return tokens.access_token
 
     def _lock_row(self, cr):
-        """Lock the server row and read it as the worker that held the lock left it.
+        """Lock the server row and read it as the worker that held the lock left it (when that worker renewed
+        the token meanwhile, the read is retried in a new snapshot: we then use its token, not renew again)."""
 
-        Odoo's cursors are REPEATABLE READ: when another worker renewed the token while we waited for the lock,
-        PostgreSQL refuses our snapshot (SerializationFailure). Start a new transaction and read again: the new
-        snapshot sees the fresh token, so we use it instead of renewing a second time.
-        """
-        from psycopg2.errors import SerializationFailure
+        def select():
+            cr.execute(
+                "SELECT graph_access_token, graph_access_token_expiry, graph_refresh_token "
+                "FROM ir_mail_server WHERE id = %s FOR UPDATE",
+                [self._server_id],
+            )
+            return cr.fetchone()
 
-        for attempt in range(LOCK_ATTEMPTS):
-            try:
-                cr.execute(
-                    "SELECT graph_access_token, graph_access_token_expiry, graph_refresh_token "
-                    "FROM ir_mail_server WHERE id = %s FOR UPDATE",
-                    [self._server_id],
-                )
-                return cr.fetchone()
-            except SerializationFailure:
-                cr.rollback()
-                if attempt == LOCK_ATTEMPTS - 1:
-                    raise
-                _logger.debug("Mail server #%s token renewed by another worker meanwhile: reading it", self._server_id)
-        return None
+        return retry_serialization(select, before_retry=cr.rollback)
 
     def _remember(self, token: str, expires_at: float) -> None:
         with _memory_lock:

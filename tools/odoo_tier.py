@@ -21,9 +21,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERIES = ("17.0", "18.0", "19.0")
-# Series the addon is tested on. A found but unsupported
-# series is reported loudly, never counted as passed.
-SUPPORTED = ("17.0", "18.0", "19.0")
 # Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
 ODOO_MAIL_TESTS = {
     "modules": "mail,test_mail",
@@ -153,7 +150,6 @@ def main() -> int:
     parser.add_argument("--series", nargs="*", default=os.environ.get("MAIL_GRAPH_SERIES", " ".join(SERIES)).split())
     parser.add_argument("--odoo-mail-tests", action="store_true", help="also run Odoo's own mail tests")
     parser.add_argument("--tags", default="/mail_graph_api", help="test tags for the addon run")
-    parser.add_argument("--include-unsupported", action="store_true", help="also run series not supported yet")
     args = parser.parse_args()
     logdir = REPO / "var" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -172,13 +168,6 @@ def main() -> int:
             )
             continue
         tree, python = found
-        if series not in SUPPORTED and not args.include_unsupported:
-            print(
-                f"NOT TESTED: Odoo {series} found at {tree}, but the addon does not support {series} yet "
-                "(issue 9); --include-unsupported runs it anyway",
-                flush=True,
-            )
-            continue
         ensure_core_installed(python)
         runs = [("addon", "mail_graph_api", args.tags)]
         if args.odoo_mail_tests:

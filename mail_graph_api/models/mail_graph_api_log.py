@@ -6,6 +6,8 @@ from odoo import api, fields, models
 
 from graph_mail import AuthenticationError
 
+from ..db import retry_serialization
+
 _logger = logging.getLogger(__name__)
 
 # The calls that hand a mail to Microsoft for delivery: one MIME sendMail, or the send of a draft.
@@ -105,14 +107,8 @@ class MailGraphApiLog(models.Model):
     def _mark_pending(self, server, message_id, recipients_key=False):
         """Committed before a mail goes to Microsoft, replaced by the call rows after: if the worker dies in
         between, the duplicate guard finds this row and checks Sent Items before sending the mail again."""
-        values = {
-            "mail_server_id": server.id,
-            "message_id": message_id,
-            "recipients_key": recipients_key,
-            "operation": "send",
-            "outcome": "pending",
-        }
-        return self._in_own_transaction(lambda cr: self._insert(cr, [values])[0])
+        row = self._row(server, message_id, "send", "pending", recipients_key)
+        return self._in_own_transaction(lambda cr: self._insert(cr, [row])[0])
 
     @api.model
     def _insert(self, cr, rows):
@@ -128,20 +124,27 @@ class MailGraphApiLog(models.Model):
         return ids
 
     @api.model
-    def _in_own_transaction(self, work, attempts=5):
-        """Run ``work(cr)`` in a committed transaction of its own. The row's foreign key locks the mail
-        server row, which another worker may be updating (token renewal): under Odoo's REPEATABLE READ that is
-        a serialization failure, so start again with a fresh snapshot."""
-        from psycopg2.errors import SerializationFailure
+    def _in_own_transaction(self, work):
+        """Run ``work(cr)`` in a committed transaction of its own (a row's foreign key locks the mail server
+        row, which another worker may be updating: see db.retry_serialization)."""
 
-        for attempt in range(attempts):
-            try:
-                with self.env.registry.cursor() as cr:
-                    return work(cr)
-            except SerializationFailure:
-                if attempt == attempts - 1:
-                    raise
-        return None
+        def attempt():
+            with self.env.registry.cursor() as cr:
+                return work(cr)
+
+        return retry_serialization(attempt)
+
+    @api.model
+    def _row(self, server, message_id, operation, outcome, recipients_key=False, **values):
+        """A log row's values; columns not given are NULL (see _insert)."""
+        return dict(
+            values,
+            mail_server_id=server.id,
+            message_id=message_id,
+            recipients_key=recipients_key,
+            operation=operation,
+            outcome=outcome,
+        )
 
     @api.model
     def _record_calls(self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False):
@@ -152,23 +155,23 @@ class MailGraphApiLog(models.Model):
             if ambiguous and outcome == "error" and call.operation in SENDING_OPERATIONS:
                 outcome = "ambiguous"  # the duplicate guard checks Sent Items before this mail goes again
             rows.append(
-                {
-                    "mail_server_id": server.id,
-                    "message_id": message_id,
-                    "recipients_key": recipients_key,
-                    "operation": call.operation,
-                    "method": call.method,
-                    "path": call.path,
-                    "http_status": call.status or 0,
-                    "code": call.graph_code,
-                    "request_id": call.request_id,
-                    "client_request_id": call.client_request_id,
-                    "duration_ms": int(call.duration_ms or 0),
-                    "request_bytes": int(call.request_bytes or 0),
-                    "attempt": call.attempt,
-                    "outcome": outcome,
-                    "message": (call.message or "")[:500] or False,
-                }
+                self._row(
+                    server,
+                    message_id,
+                    call.operation,
+                    outcome,
+                    recipients_key,
+                    method=call.method,
+                    path=call.path,
+                    http_status=call.status or 0,
+                    code=call.graph_code,
+                    request_id=call.request_id,
+                    client_request_id=call.client_request_id,
+                    duration_ms=int(call.duration_ms or 0),
+                    request_bytes=int(call.request_bytes or 0),
+                    attempt=call.attempt,
+                    message=(call.message or "")[:500] or False,
+                )
             )
             _logger.info(
                 "Graph %s %s -> %s %s (request-id %s, client-request-id %s, %d ms, attempt %s) for %s",
@@ -186,19 +189,19 @@ class MailGraphApiLog(models.Model):
             # The failure happened before or outside a recorded Graph call (the sign-in at the identity
             # platform: AADSTS codes, or the network): one row so the log shows why the mail failed.
             rows.append(
-                {
-                    "mail_server_id": server.id,
-                    "message_id": message_id,
-                    "recipients_key": recipients_key,
-                    "operation": getattr(error, "operation", None)
+                self._row(
+                    server,
+                    message_id,
+                    getattr(error, "operation", None)
                     or ("token" if isinstance(error, AuthenticationError) else "send"),
-                    "http_status": error.status or 0,
-                    "code": error.code or type(error).__name__,
-                    "request_id": error.request_id,
-                    "client_request_id": error.client_request_id,
-                    "outcome": "ambiguous" if error.may_have_been_sent else "error",
-                    "message": str(error)[:500],
-                }
+                    "ambiguous" if error.may_have_been_sent else "error",
+                    recipients_key,
+                    http_status=error.status or 0,
+                    code=error.code or type(error).__name__,
+                    request_id=error.request_id,
+                    client_request_id=error.client_request_id,
+                    message=str(error)[:500],
+                )
             )
             _logger.info("Graph %s for %s failed: %s", rows[-1]["operation"], message_id or "-", error.code or error)
         self._write_rows(rows, replace_ids)
@@ -208,16 +211,7 @@ class MailGraphApiLog(models.Model):
         """What the duplicate guard decided for a mail (skipped as already sent, or an administrator's go)."""
         _logger.info("Mail %s: %s", message_id, text)
         self._write_rows(
-            [
-                {
-                    "mail_server_id": server.id,
-                    "message_id": message_id,
-                    "operation": "duplicate_guard",
-                    "recipients_key": recipients_key,
-                    "outcome": outcome,
-                    "message": text[:500],
-                }
-            ]
+            [self._row(server, message_id, "duplicate_guard", outcome, recipients_key, message=text[:500])]
         )
 
     @api.model
@@ -227,19 +221,16 @@ class MailGraphApiLog(models.Model):
             "sent by SMTP" if ok else f"SMTP failed too: {smtp_error}"
         )
         _logger.info("Mail %s: %s", message_id, text)
-        self._write_rows(
-            [
-                {
-                    "mail_server_id": server.id,
-                    "message_id": message_id,
-                    "operation": "smtp_fallback",
-                    "outcome": "fallback" if ok else "error",
-                    "code": graph_error.code,
-                    "request_id": graph_error.request_id,
-                    "message": text[:500],
-                }
-            ]
+        row = self._row(
+            server,
+            message_id,
+            "smtp_fallback",
+            "fallback" if ok else "error",
+            code=graph_error.code,
+            request_id=graph_error.request_id,
+            message=text[:500],
         )
+        self._write_rows([row])
 
     @api.model
     def _gc_old_logs(self):

@@ -1,0 +1,21 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""Our own short transactions beside the mail's, under Odoo's REPEATABLE READ and concurrent workers."""
+
+from psycopg2.errors import SerializationFailure
+
+SERIALIZATION_ATTEMPTS = 5
+
+
+def retry_serialization(work, before_retry=None, attempts=SERIALIZATION_ATTEMPTS):
+    """Run ``work()``. When PostgreSQL refuses the snapshot because another worker changed a row we lock
+    (token renewal, a log row's foreign key on the server row), call ``before_retry()`` (a new transaction)
+    and run it again: the new snapshot sees the other worker's committed change."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except SerializationFailure:
+            if attempt == attempts - 1:
+                raise
+            if before_retry is not None:
+                before_retry()
+    return None
