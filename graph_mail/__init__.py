@@ -30,7 +30,7 @@ from .errors import (
     Throttled,
     TransportError,
 )
-from .message import Envelope
+from .message import ContentSource, Envelope
 from .redaction import RedactingFilter, install_log_redaction, redact, register_secret
 from .retry import RetryPolicy
 from .transport import Timeouts, Transport
@@ -47,6 +47,7 @@ __all__ = [
     "CallRecord",
     "Cloud",
     "ConfigurationError",
+    "ContentSource",
     "DelegatedAuthFlow",
     "Envelope",
     "GraphApiError",

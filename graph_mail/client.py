@@ -27,7 +27,7 @@ from .errors import (
     TransportError,
     error_from_graph_response,
 )
-from .message import MAX_REQUEST_BYTES, Attachment, Envelope, SendPlan, build_plan
+from .message import MAX_REQUEST_BYTES, Attachment, Envelope, Resolver, SendPlan, build_plan
 from .redaction import install_log_redaction, redact
 from .retry import RetryPolicy, parse_retry_after
 from .transport import Timeouts, Transport
@@ -97,14 +97,15 @@ class GraphMailClient:
 
     # -- public API -------------------------------------------------------------------------------------
 
-    def send(self, message: Message, envelope: Envelope) -> SendResult:
-        """Send ``message`` to ``envelope.recipients`` from ``envelope.sender``.
+    def send(self, message: Message, envelope: Envelope, external: Optional[Resolver] = None) -> SendResult:
+        """Send ``message`` to ``envelope.recipients`` from ``envelope.sender``; ``external`` resolves stand-in
+        attachment parts to content kept outside the message (see :func:`build_plan`).
 
         Raises a :class:`GraphMailError`; its ``may_have_been_sent`` / ``nothing_sent`` / ``retryable``
         flags tell what the caller may do next, ``error.calls`` lists the calls made."""
         ctx = _Context(self.transport.deadline())
         try:
-            plan = build_plan(message, envelope)
+            plan = build_plan(message, envelope, external=external)
             base = self._mailbox_path(envelope.sender)
             if plan.path == "mime":
                 try:
@@ -123,7 +124,7 @@ class GraphMailClient:
                     if exc.status != 413:
                         raise
                     limit = min(plan.request_bytes, MAX_REQUEST_BYTES) * 3 // 4
-                    plan = build_plan(message, envelope, max_request_bytes=limit)
+                    plan = build_plan(message, envelope, max_request_bytes=limit, external=external)
                     self._send_draft(ctx, base, plan)
             else:
                 self._send_draft(ctx, base, plan)

@@ -9,6 +9,11 @@ Draft path (request over ~4 MB): the same MIME minus its largest attachments bec
 attachment of 3 MB or more goes through an upload session, smaller ones (only when the draft still does not
 fit) through a plain attachment POST. Attachments stream in chunks decoded from the part's base64 payload,
 so no full decoded copy of a large file is built.
+
+External content: a caller that keeps large files elsewhere (Odoo's filestore) puts a small stand-in part in
+the message and gives ``build_plan`` a resolver from such a part to a :class:`ContentSource`; that attachment
+then always leaves the draft and its chunks are read from the source as they are uploaded, so the file is
+never held in memory, encoded or not.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from .errors import GraphMailError, MessageTooLarge, MimeConversionError
 
@@ -47,6 +52,18 @@ class Envelope:
         object.__setattr__(self, "recipients", tuple(r.strip() for r in recipients if r and r.strip()))
 
 
+class ContentSource(Protocol):
+    """Attachment content kept outside the message, read as it is uploaded."""
+
+    size: int
+
+    def open(self) -> BinaryIO:
+        """A fresh binary file object positioned at the start of the content."""
+
+
+Resolver = Callable[[Message], Optional[ContentSource]]
+
+
 @dataclass
 class Attachment:
     """An attachment taken out of the MIME draft, to be added through its own request(s)."""
@@ -57,6 +74,7 @@ class Attachment:
     size: int
     is_inline: bool
     content_id: Optional[str]
+    source: Optional[ContentSource] = field(default=None, repr=False)
 
     def attachment_item(self) -> dict:
         """Body of ``createUploadSession``."""
@@ -74,7 +92,10 @@ class Attachment:
     def file_attachment(self) -> dict:
         """Body of ``POST .../attachments`` (small files only: the content travels inline, base64)."""
         payload = self.part.get_payload()
-        if _is_base64(self.part) and isinstance(payload, str):
+        if self.source is not None:
+            with self.source.open() as fp:
+                content = base64.b64encode(fp.read()).decode("ascii")
+        elif _is_base64(self.part) and isinstance(payload, str):
             content = "".join(payload.split())
         else:
             content = base64.b64encode(_decoded(self.part)).decode("ascii")
@@ -92,6 +113,9 @@ class Attachment:
     def chunks(self, start: int = 0, chunk_size: int = CHUNK_SIZE) -> Iterator[Tuple[int, bytes]]:
         """``(offset, bytes)`` pieces of the decoded content from ``start``, each ``chunk_size`` long but
         the last. Restartable at any offset (resume after a failed chunk)."""
+        if self.source is not None:
+            yield from _file_chunks(self.source, start, chunk_size)
+            return
         buffer = bytearray()
         position = 0  # decoded bytes consumed from the source so far
         offset = start
@@ -133,11 +157,16 @@ def build_plan(
     *,
     max_request_bytes: int = MAX_REQUEST_BYTES - REQUEST_MARGIN,
     upload_min: int = UPLOAD_SESSION_MIN,
+    external: Optional[Resolver] = None,
 ) -> SendPlan:
     """Decide the requests for ``message``; raise :class:`MimeConversionError` when Graph cannot send it
-    as the envelope says, :class:`MessageTooLarge` when no split fits Graph's limits."""
+    as the envelope says, :class:`MessageTooLarge` when no split fits Graph's limits.
+
+    ``external`` maps a stand-in attachment part to the source of its real content (or ``None``)."""
     try:
-        return _build_plan(message, envelope, max_request_bytes=max_request_bytes, upload_min=upload_min)
+        return _build_plan(
+            message, envelope, max_request_bytes=max_request_bytes, upload_min=upload_min, external=external
+        )
     except GraphMailError:
         raise
     except (ValueError, TypeError, LookupError, AttributeError, UnicodeError) as exc:
@@ -154,6 +183,7 @@ def _build_plan(
     *,
     max_request_bytes: int,
     upload_min: int,
+    external: Optional[Resolver] = None,
 ) -> SendPlan:
     if not isinstance(message, Message):
         raise MimeConversionError(f"Expected an email.message.EmailMessage, got {type(message).__name__}")
@@ -175,38 +205,49 @@ def _build_plan(
     prefix_bytes = "".join(line + "\r\n" for line in prefix).encode("utf-8")
     drop_bcc = message.get("Bcc") is not None  # the merged Bcc replaces the message's own
 
-    # The encoded payloads alone are a lower bound of the message's size: when they are already too big, skip
-    # building the whole text (for a 100 MB attachment that is hundreds of MB); otherwise build it once.
-    if _b64_len(len(prefix_bytes) + _payload_size(message)) <= max_request_bytes:
-        raw = _serialize(message)
+    def fits(candidate: Message) -> bool:
+        # The encoded payloads alone are a lower bound of the message's size: when they are already too big,
+        # skip building the whole text (for a 100 MB attachment that is hundreds of MB).
+        if _b64_len(len(prefix_bytes) + _payload_size(candidate)) > max_request_bytes:
+            return False
+        return _b64_len(len(prefix_bytes) + _serialized_size(candidate)) <= max_request_bytes
+
+    has_external = external is not None and any(
+        external(part) is not None for part in message.walk() if not part.is_multipart()
+    )
+    if not has_external and _b64_len(len(prefix_bytes) + _payload_size(message)) <= max_request_bytes:
+        raw = _serialize(message)  # built once: it is both the size check and the request
         if _b64_len(len(prefix_bytes) + len(raw)) <= max_request_bytes:
             raw = _rewrite_headers(raw, prefix_bytes, drop_bcc)
             return SendPlan("mime", base64.b64encode(raw), message_id, bcc)
         del raw
 
-    # Too big for one request: move attachments out of the draft, largest first, big ones first.
-    found = list(_attachments(message))
+    # Too big for one request, or content kept outside: move attachments out of the draft, external ones
+    # first, then the largest, big ones by upload session.
+    found = list(_attachments(message, external))
     too_big = [a for a in found if a.size > UPLOAD_SESSION_MAX]
     if too_big:
         raise MessageTooLarge(
             f"Attachment {too_big[0].name!r} is {too_big[0].size} bytes: over Graph's 150 MB limit",
             hint="Share large files by link instead of attaching them.",
         )
-    large = sorted((a for a in found if a.size >= upload_min), key=lambda a: -a.size)
-    small = sorted((a for a in found if a.size < upload_min), key=lambda a: -a.size)
-    uploads: List[Attachment] = []
-    posts: List[Attachment] = []
-    draft = message
-    for attachment, bucket in [(a, uploads) for a in large] + [(a, posts) for a in small]:
-        bucket.append(attachment)
+    uploads = [a for a in found if a.source is not None and a.size >= upload_min]
+    posts = [a for a in found if a.source is not None and a.size < upload_min]
+    inside = [a for a in found if a.source is None]
+    large = sorted((a for a in inside if a.size >= upload_min), key=lambda a: -a.size)
+    small = sorted((a for a in inside if a.size < upload_min), key=lambda a: -a.size)
+    candidates = [(a, uploads) for a in large] + [(a, posts) for a in small]
+    while True:
         draft = _without(message, {id(a.part) for a in uploads + posts})
-        if _b64_len(len(prefix_bytes) + _serialized_size(draft)) <= max_request_bytes:
+        if (uploads or posts) and fits(draft):
             break
-    else:
-        raise MessageTooLarge(
-            "The message body alone exceeds Graph's 4 MB request limit",
-            hint="Reduce the size of the message text or inline content.",
-        )
+        if not candidates:
+            raise MessageTooLarge(
+                "The message body alone exceeds Graph's 4 MB request limit",
+                hint="Reduce the size of the message text or inline content.",
+            )
+        attachment, bucket = candidates.pop(0)
+        bucket.append(attachment)
     raw = _rewrite_headers(_serialize(draft), prefix_bytes, drop_bcc)
     return SendPlan("draft", base64.b64encode(raw), message_id, bcc, uploads, posts)
 
@@ -393,21 +434,39 @@ def _is_attachment(part: Message) -> bool:
     return part.get_content_maintype() not in ("text", "multipart", "message")
 
 
-def _attachments(message: Message) -> Iterator[Attachment]:
+def _attachments(message: Message, external: Optional[Resolver] = None) -> Iterator[Attachment]:
     """Leaf attachment parts below the root, in document order."""
     if not message.is_multipart():
         return
     for part in message.get_payload():
         if part.is_multipart():
-            yield from _attachments(part)
+            yield from _attachments(part, external)
         elif _is_attachment(part) and part.get_content_maintype() != "message":
             content_id = str(part.get("Content-ID") or "").strip().strip("<>") or None
             disposition = part.get_content_disposition()
+            source = external(part) if external else None
             yield Attachment(
                 part=part,
                 name=part.get_filename() or content_id or "attachment",
                 content_type=part.get_content_type(),
-                size=_decoded_size(part),
+                size=source.size if source is not None else _decoded_size(part),
                 is_inline=disposition == "inline" or (bool(content_id) and disposition != "attachment"),
                 content_id=content_id,
+                source=source,
             )
+
+
+def _file_chunks(source: ContentSource, start: int, chunk_size: int) -> Iterator[Tuple[int, bytes]]:
+    """Chunks read from the source as they go: one chunk in memory at a time."""
+    offset = start
+    with source.open() as fp:
+        fp.seek(start)
+        while offset < source.size:
+            data = fp.read(min(chunk_size, source.size - offset))
+            if not data:
+                raise MimeConversionError(
+                    f"Attachment content ended at byte {offset} of {source.size}",
+                    hint="The attachment's file changed or was truncated while the mail was being sent.",
+                )
+            yield offset, data
+            offset += len(data)

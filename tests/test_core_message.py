@@ -376,3 +376,85 @@ def test_conversion_keeps_headers_recipients_and_attachments(subject, people, sp
     moved += [(a.name, base64.b64decode(a.file_attachment()["contentBytes"])) for a in plan.attachments]
     assert sorted(kept + moved) == sorted(files)
     assert all(a.size >= 1500 for a in plan.uploads)
+
+
+class FileSource:
+    """A ContentSource over a file on disk, counting how often it is opened."""
+
+    def __init__(self, path):
+        self.path, self.size, self.opened = path, os.path.getsize(path), 0
+
+    def open(self):
+        self.opened += 1
+        return open(self.path, "rb")
+
+
+def stand_in_resolver(sources):
+    """Resolve parts whose decoded content is a known stand-in token."""
+
+    def resolve(part):
+        data = part.get_payload(decode=True)
+        return sources.get(data) if isinstance(data, bytes) and len(data) < 64 else None
+
+    return resolve
+
+
+def test_external_content_always_goes_by_upload_session_and_is_read_from_its_source(tmp_path):
+    data = os.urandom(UPLOAD_SESSION_MIN + 1_000_000)
+    path = tmp_path / "big.pdf"
+    path.write_bytes(data)
+    source = FileSource(str(path))
+    msg = make_message(
+        attachments=[("small.txt", b"tiny", "text/plain"), ("big.pdf", b"stand-in:1", "application/pdf")]
+    )
+    plan = build_plan(msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({b"stand-in:1": source}))
+    assert plan.path == "draft"  # the message with its stand-in would fit one request: it must not go as is
+    (upload,) = plan.uploads
+    assert upload.name == "big.pdf" and upload.size == len(data) and upload.content_type == "application/pdf"
+    assert b"".join(chunk for _, chunk in upload.chunks()) == data
+    assert all(len(chunk) == CHUNK_SIZE for _, chunk in list(upload.chunks())[:-1])
+    assert b"".join(chunk for _, chunk in upload.chunks(start=CHUNK_UNIT * 2)) == data[CHUNK_UNIT * 2 :]
+    draft = decoded(plan)
+    assert base64.b64encode(b"stand-in:1") not in draft and b"big.pdf" not in draft
+    assert b"small.txt" in draft
+
+
+def test_small_external_content_goes_as_a_plain_attachment_post(tmp_path):
+    path = tmp_path / "note.txt"
+    path.write_bytes(b"from the filestore")
+    msg = make_message(attachments=[("note.txt", b"stand-in:2", "text/plain")])
+    plan = build_plan(
+        msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({b"stand-in:2": FileSource(str(path))})
+    )
+    assert plan.path == "draft" and not plan.uploads
+    (post,) = plan.attachments
+    assert base64.b64decode(post.file_attachment()["contentBytes"]) == b"from the filestore"
+
+
+def test_external_content_over_150_mb_is_refused_before_anything_is_read():
+    class Huge:
+        size = 151 * 1024 * 1024
+
+        def open(self):
+            raise AssertionError("must not be read")
+
+    msg = make_message(attachments=[("huge.iso", b"stand-in:3", "application/octet-stream")])
+    with pytest.raises(MessageTooLarge, match="150 MB"):
+        build_plan(msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({b"stand-in:3": Huge()}))
+
+
+def test_truncated_external_content_is_an_error_not_a_short_upload(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(UPLOAD_SESSION_MIN))
+    source = FileSource(str(path))
+    msg = make_message(attachments=[("big.bin", b"stand-in:4", "application/octet-stream")])
+    plan = build_plan(msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({b"stand-in:4": source}))
+    path.write_bytes(b"short")
+    with pytest.raises(MimeConversionError, match="ended at byte 5"):
+        list(plan.uploads[0].chunks())
+
+
+def test_unresolved_parts_stay_untouched_with_a_resolver():
+    msg = make_message(attachments=[("a.txt", b"just a file", "text/plain")])
+    plan = build_plan(msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({}))
+    assert plan.path == "mime" and decoded(plan) == raw_of(msg)

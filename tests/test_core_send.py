@@ -120,6 +120,27 @@ def test_large_mail_draft_upload_send(fake, sleeps):
     assert not fake.calls(route="deleteDraft")
 
 
+def test_external_content_is_uploaded_from_its_file_and_arrives_whole(fake, sleeps, tmp_path):
+    data = os.urandom(4_500_000)
+    path = tmp_path / "big.pdf"
+    path.write_bytes(data)
+
+    class FileSource:
+        size = len(data)
+
+        def open(self):
+            return open(path, "rb")
+
+    msg = make_message(attachments=[("big.pdf", b"stand-in")])
+    resolve = lambda part: FileSource() if part.get_payload(decode=True) == b"stand-in" else None  # noqa: E731
+    result = app_client(fake, sleeps).send(msg, ENVELOPE, external=resolve)
+    assert result.path == "draft"
+    (stored,) = fake.messages()
+    by_name = {a["name"]: a for a in stored["attachments"]}
+    assert by_name["big.pdf"]["sha256"] == hashlib.sha256(data).hexdigest() and by_name["big.pdf"]["size"] == len(data)
+    assert [c.operation for c in result.calls].count("uploadChunk") == -(-len(data) // CHUNK_SIZE)
+
+
 def test_mid_size_attachments_go_through_add_attachment_and_arrive_complete(fake, sleeps):
     files = [(f"part-{i}.pdf", os.urandom(2_000_000)) for i in range(5)]  # 10 MB: under 3 MB each, no upload session
     msg = make_message(attachments=files)
