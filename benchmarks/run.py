@@ -422,8 +422,9 @@ def throughput(target: Target, fake: FakeMicrosoft, sink: SmtpSink, path: str, c
 
 
 def memory(target: Target, fake: FakeMicrosoft, path: str, size: int) -> Dict:
-    """path: graph, smtp, or build (Odoo builds the message for the Graph server, nothing is sent)."""
-    server = target.smtp_server if path == "smtp" else target.graph_server
+    """path: graph, smtp, or build (Odoo reads the attachment and builds the message, nothing is sent: the
+    SMTP server's mail, so that no addon takes part)."""
+    server = target.graph_server if path == "graph" else target.smtp_server
     made = target.call("create_big_mail", size=size, server_id=server)
     result = target.call("memory_send", warm=made["warm"], big=made["big"], build_only=path == "build", timeout=1800)
     target.call("forget_mails", ids=[made["warm"], made["big"]])

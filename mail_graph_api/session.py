@@ -30,7 +30,7 @@ from graph_mail import (
     Timeouts,
 )
 
-from . import compat
+from . import compat, deferred
 from .models.mail_graph_api_log import SENDING_OPERATIONS
 
 _logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class GraphSession:
         self._pending = []  # this mail's "pending" log row, replaced by its call rows
         self._recipients, self._recipients_key = [], False
         self._throttled_until = 0.0
+        self._stand_ins = set()  # deferred attachments of this batch, forgotten at quit()
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
@@ -127,6 +128,8 @@ class GraphSession:
 
     def quit(self):
         self.flush_logs()
+        deferred.release(self._stand_ins)
+        self._stand_ins.clear()
 
     close = quit
 
@@ -138,6 +141,7 @@ class GraphSession:
         self._pending = []
         self._recipients = sorted({address.strip().lower() for address in to_addrs or []})
         self._recipients_key = recipients_key(self._recipients)
+        self._stand_ins.update(deferred.stand_ins_of(message))
         try:
             self._send(message, to_addrs)
         except GraphMailError as error:
@@ -173,7 +177,8 @@ class GraphSession:
         if message["Message-Id"]:
             Log = server.env["mail.graph.api.log"].sudo()
             self._pending.append(Log._mark_pending(server, message["Message-Id"], self._recipients_key))
-        self._client.send(message, Envelope(sender=self.mailbox, recipients=list(to_addrs or [])))
+        envelope = Envelope(sender=self.mailbox, recipients=list(to_addrs or []))
+        self._client.send(message, envelope, external=deferred.resolve)
 
     def _already_sent(self, message_id):
         """The duplicate guard. Odoo sends a mail again when an earlier attempt failed ambiguously and was
@@ -260,6 +265,7 @@ class GraphSession:
         server = self._server
         _logger.info("Graph refused %s before sending (%s): falling back to SMTP", message["Message-Id"], error.code)
         try:
+            deferred.materialize(message)
             with compat.smtp_allowed_in_tests(server.env):
                 odoo_connect = getattr(server.with_context(mail_graph_api_smtp=True), compat.CONNECT_METHOD)
                 smtp = odoo_connect(mail_server_id=server.id, smtp_from=from_addr)

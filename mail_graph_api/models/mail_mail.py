@@ -2,7 +2,7 @@
 from odoo import _, models
 from odoo.exceptions import AccessError
 
-from .. import compat
+from .. import compat, deferred
 from ..session import GraphSession, pop_outcome
 
 
@@ -24,8 +24,21 @@ class MailMail(models.Model):
         return self.action_retry()
 
     def _send(self, *args, **kwargs):
-        with compat.queue_send_gate_lifted(self.env, isinstance(kwargs.get("smtp_session"), GraphSession)):
+        graph = isinstance(kwargs.get("smtp_session"), GraphSession)
+        with compat.queue_send_gate_lifted(self.env, graph), deferred.graph_batch(graph):
             return super()._send(*args, **kwargs)
+
+    def _prepare_outgoing_list(self, *args, **kwargs):
+        """For a Graph session, large attachments are read as stand-ins (``deferred``), only here: nothing
+        else in the batch sees one."""
+        if not deferred.in_graph_batch():
+            return super()._prepare_outgoing_list(*args, **kwargs)
+        mails = self.with_context(**{deferred.CONTEXT_KEY: deferred.DEFER_FROM})
+        try:
+            return super(MailMail, mails)._prepare_outgoing_list(*args, **kwargs)
+        finally:
+            # Stand-ins were cached as the files' content: drop them so no later read in this transaction sees one.
+            self.env["ir.attachment"].invalidate_model(["raw", "datas"])
 
     def _postprocess_sent_message(self, *args, **kwargs):
         """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued.

@@ -1,11 +1,16 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 import base64
+import email
+import email.policy
+import hashlib
 import os
+from unittest.mock import patch
 
 from odoo.tests import tagged
+from odoo.tools import mute_logger
 
-from .. import compat
-from .common import SENDER, GraphTransactionCase
+from .. import compat, deferred
+from .common import SENDER, GraphTransactionCase, SmtpSink
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
@@ -120,6 +125,69 @@ class TestGraphSending(GraphTransactionCase):
         self.assertEqual(len(self.graph_calls("send")), 1)
         uploads = self.graph_calls("upload")
         self.assertFalse(any(call["authorization"] for call in uploads))
+
+    def test_large_attachments_go_from_the_filestore_not_through_memory(self):
+        """Files of 3 MB and more reach Odoo's message as stand-ins and are uploaded from the filestore."""
+        big = self._attachment(5 * 1024 * 1024, "big.bin")
+        small = self._attachment(200_000, "small.bin")
+        mail = self._mail(attachment_ids=[(6, 0, (big | small).ids)])
+        built = []
+        build_email = type(self.env["ir.mail_server"]).build_email
+
+        def spy(server, *args, **kwargs):
+            built.append({name: len(content) for name, content, _ in kwargs.get("attachments") or ()})
+            return build_email(server, *args, **kwargs)
+
+        with patch.object(type(self.env["ir.mail_server"]), "build_email", spy):
+            mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(built[0]["small.bin"], 200_000)
+        self.assertLess(built[0]["big.bin"], 100, "Odoo built the message with the file's bytes")
+        (received,) = self.sent()
+        by_name = {a["name"]: a for a in received["attachments"]}
+        self.assertEqual(by_name["big.bin"]["sha256"], hashlib.sha256(big.raw).hexdigest())
+        self.assertEqual(by_name["big.bin"]["size"], 5 * 1024 * 1024)
+        self.assertEqual(by_name["small.bin"]["sha256"], hashlib.sha256(small.raw).hexdigest())
+        self.assertEqual(len(self.graph_calls("createUploadSession")), 1)
+        self.assertEqual(len(big.raw), 5 * 1024 * 1024, "a stand-in stayed in the transaction's cache")
+        self.assertEqual(deferred._stand_ins, {}, "stand-ins outlived their batch")
+
+    def test_copies_of_one_mail_share_a_large_attachment(self):
+        big = self._attachment(4 * 1024 * 1024, "shared.bin")
+        mail = self._mail(recipient_ids=[(6, 0, self.partner.ids)], attachment_ids=[(6, 0, big.ids)])
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        received = self.sent()
+        self.assertEqual(len(received), 2, "one copy for email_to, one for the partner")
+        for copy in received:
+            (attachment,) = copy["attachments"]
+            self.assertEqual(attachment["sha256"], hashlib.sha256(big.raw).hexdigest())
+
+    def test_content_that_looks_like_a_stand_in_is_sent_as_it_is(self):
+        forged = deferred._PREFIX + b"0" * 32
+        attachment = self.env["ir.attachment"].create({"name": "forged.txt", "raw": forged})
+        mail = self._mail(attachment_ids=[(6, 0, attachment.ids)])
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        (received,) = self.sent()
+        self.assertEqual(received["attachments"][0]["sha256"], hashlib.sha256(forged).hexdigest())
+
+    @mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session")
+    def test_smtp_fallback_sends_the_large_attachment_itself(self):
+        sink = SmtpSink().start()
+        self.addCleanup(sink.stop)
+        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
+                           "smtp_authentication": "login", "smtp_encryption": "none"})  # fmt: skip
+        self.fake.inject("createDraft", status=403, code="ErrorAccessDenied", count=1)
+        big = self._attachment(4 * 1024 * 1024, "big.bin")
+        mail = self._mail(attachment_ids=[(6, 0, big.ids)])
+        mail.send()
+        self.assertEqual(mail.state, "sent", mail.failure_reason)
+        self.assertEqual(self.sent(), [])
+        (message,) = sink.messages
+        parsed = email.message_from_bytes(message["data"], policy=email.policy.default)
+        (part,) = [p for p in parsed.walk() if p.get_filename() == "big.bin"]
+        self.assertEqual(part.get_content(), big.raw)
 
     def test_over_the_mailbox_limit_fails_clearly(self):
         self.assertEqual(self.server._get_max_email_size(), 35)
