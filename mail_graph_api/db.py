@@ -19,3 +19,33 @@ def retry_serialization(work, before_retry=None, attempts=SERIALIZATION_ATTEMPTS
             if before_retry is not None:
                 before_retry()
     return None
+
+
+class KeptCursor:
+    """One cursor of our own kept for a batch of short committed transactions (the log rows of every mail),
+    instead of a cursor borrowed from the pool, set up and given back twice per mail."""
+
+    def __init__(self, registry):
+        self._registry = registry
+        self._cr = None
+
+    def run(self, work):
+        """``work(cr)`` in a transaction of its own, committed; retried on a serialization failure."""
+
+        def attempt():
+            if self._cr is None:
+                self._cr = self._registry.cursor()
+            try:
+                result = work(self._cr)
+                self._cr.commit()
+            except Exception:
+                self._cr.rollback()
+                raise
+            return result
+
+        return retry_serialization(attempt)
+
+    def close(self):
+        if self._cr is not None:
+            self._cr.close()
+            self._cr = None

@@ -31,7 +31,7 @@ from graph_mail import (
 )
 
 from . import compat, deferred
-from .models.mail_graph_api_log import SENDING_OPERATIONS
+from .db import KeptCursor
 
 _logger = logging.getLogger(__name__)
 
@@ -112,7 +112,10 @@ class GraphSession:
         self._pending = []  # this mail's "pending" log row, replaced by its call rows
         self._recipients, self._recipients_key = [], False
         self._throttled_until = 0.0
+        # Read once per batch (not per mail): another worker's verdict counts from the next batch on, ours at once.
+        self._needs_reauth = server.graph_connection_state == "reauth"
         self._stand_ins = set()  # deferred attachments of this batch, forgotten at quit()
+        self._kept = None  # the batch's own cursor for log rows, closed at quit()
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
@@ -127,9 +130,14 @@ class GraphSession:
     # smtplib-compatible surface used by Odoo ---------------------------------
 
     def quit(self):
-        self.flush_logs()
-        deferred.release(self._stand_ins)
-        self._stand_ins.clear()
+        try:
+            self.flush_logs()
+        finally:
+            deferred.release(self._stand_ins)
+            self._stand_ins.clear()
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
 
     close = quit
 
@@ -142,6 +150,8 @@ class GraphSession:
         self._recipients = sorted({address.strip().lower() for address in to_addrs or []})
         self._recipients_key = recipients_key(self._recipients)
         self._stand_ins.update(deferred.stand_ins_of(message))
+        if self._kept is None and not compat.registry_in_test_mode(self._server.env):
+            self._kept = KeptCursor(self._server.env.registry)  # in tests, the test's cursor serves instead
         try:
             self._send(message, to_addrs)
         except GraphMailError as error:
@@ -158,7 +168,7 @@ class GraphSession:
 
     def _send(self, message, to_addrs):
         server = self._server
-        if server.graph_connection_state == "reauth":
+        if self._needs_reauth:
             raise InvalidGrantError(
                 "Microsoft Graph needs a new sign-in for this mail server",
                 hint="Open the outgoing mail server and click “Authenticate with Microsoft”.",
@@ -176,7 +186,9 @@ class GraphSession:
         self._align_from(message)
         if message["Message-Id"]:
             Log = server.env["mail.graph.api.log"].sudo()
-            self._pending.append(Log._mark_pending(server, message["Message-Id"], self._recipients_key))
+            self._pending.append(
+                Log._mark_pending(server, message["Message-Id"], self._recipients_key, kept=self._kept)
+            )
         envelope = Envelope(sender=self.mailbox, recipients=list(to_addrs or []))
         self._client.send(message, envelope, external=deferred.resolve)
 
@@ -189,33 +201,28 @@ class GraphSession:
             return False
         Log = self._server.env["mail.graph.api.log"].sudo()
         key = self._recipients_key
-        last = Log.search(
-            [
-                ("message_id", "=", message_id),
-                "|",
-                "&",
-                ("recipients_key", "=", key),
-                "|",
-                "&",
-                ("operation", "in", SENDING_OPERATIONS),
-                ("outcome", "in", ("ok", "ambiguous", "pending")),
-                ("outcome", "=", "skipped"),
-                ("outcome", "=", "decision"),  # an administrator's go covers every copy of the mail
-            ],
-            order="id desc",
-            limit=1,
-        )
-        if not last or last.outcome == "decision":
+        last = Log._last_guard_outcome(message_id, key)
+        if last in (None, "decision"):
             return False
-        if last.outcome in ("ok", "skipped"):
+        if last in ("ok", "skipped"):
             Log._record_guard(
-                self._server, message_id, "skipped", "Microsoft already accepted this mail: not sent again.", key
+                self._server,
+                message_id,
+                "skipped",
+                "Microsoft already accepted this mail: not sent again.",
+                key,
+                kept=self._kept,
             )
             return True
         found = self._client.find_sent(message_id, self.mailbox, self._recipients)
         if found:
             Log._record_guard(
-                self._server, message_id, "skipped", "Found in the sender's Sent Items after an uncertain attempt.", key
+                self._server,
+                message_id,
+                "skipped",
+                "Found in the sender's Sent Items after an uncertain attempt.",
+                key,
+                kept=self._kept,
             )
             return True
         if found is None:
@@ -244,6 +251,7 @@ class GraphSession:
     def _handle_failure(self, message, from_addr, to_addrs, error):
         server = self._server
         if isinstance(error, InvalidGrantError):
+            self._needs_reauth = True
             server._graph_record_error(error)
         if isinstance(error, Throttled):
             self._throttled_until = time.monotonic() + float(error.retry_after or 60)
@@ -289,5 +297,11 @@ class GraphSession:
         pending, self._pending = self._pending, []
         if calls or error or pending:
             self._server.env["mail.graph.api.log"]._record_calls(
-                self._server, calls, message_id, error, pending, self._recipients_key if message_id else False
+                self._server,
+                calls,
+                message_id,
+                error,
+                pending,
+                self._recipients_key if message_id else False,
+                kept=self._kept,
             )

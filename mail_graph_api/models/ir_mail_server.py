@@ -483,6 +483,7 @@ class IrMailServer(models.Model):
                    smtp_password=None, smtp_encryption=None, smtp_ssl_certificate=None,
                    smtp_ssl_private_key=None, smtp_debug=False, smtp_session=None):  # fmt: skip
         session = smtp_session
+        own_session = False
         if session is None and not smtp_server:
             server = self._graph_server_for(mail_server_id, None, message["From"])
             if server:
@@ -490,7 +491,7 @@ class IrMailServer(models.Model):
                     # Same contract as Odoo in test mode: prepare, do not send.
                     compat.prepare_email_message(self, message, server._graph_session())
                     return message["Message-Id"]
-                session = server._graph_session(smtp_from=message["From"])
+                session, own_session = server._graph_session(smtp_from=message["From"]), True
         if not isinstance(session, GraphSession):
             return super().send_email(
                 message, mail_server_id=mail_server_id, smtp_server=smtp_server, smtp_port=smtp_port,
@@ -502,7 +503,11 @@ class IrMailServer(models.Model):
         # mail.mail._send() marks the mail before sending to lock it against a second worker, but ORM writes are
         # lazy: flush them, so a concurrent queue run waits on the row lock instead of sending the mail again.
         self.env.flush_all()
-        session.send_message(message, smtp_from, smtp_to_list)
+        try:
+            session.send_message(message, smtp_from, smtp_to_list)
+        finally:
+            if own_session:
+                session.quit()  # as Odoo does with the SMTP connection it opens itself
         return message["Message-Id"]
 
 

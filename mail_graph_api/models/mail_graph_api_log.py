@@ -38,6 +38,19 @@ INSERT_LOG = (
     + ") RETURNING id"
 )
 
+# The duplicate guard's question, asked once per mail: what did the last attempt at this copy come to?
+# An administrator's decision covers every copy of the mail.
+GUARD_LOOKUP = """
+SELECT outcome FROM mail_graph_api_log
+ WHERE message_id = %(message_id)s
+   AND (outcome = 'decision'
+        OR (recipients_key IS NOT DISTINCT FROM %(key)s
+            AND (outcome = 'skipped'
+                 OR (operation IN %(sending)s AND outcome IN ('ok', 'ambiguous', 'pending')))))
+ ORDER BY id DESC
+ LIMIT 1
+"""
+
 
 class MailGraphApiLog(models.Model):
     """One row per Microsoft Graph or identity call worth keeping. Nothing secret is ever stored here."""
@@ -86,7 +99,7 @@ class MailGraphApiLog(models.Model):
             log.mail_id = by_message_id.get(log.message_id, False)
 
     @api.model
-    def _write_rows(self, rows, replace_ids=()):
+    def _write_rows(self, rows, replace_ids=(), kept=None):
         """Write through a cursor of our own: the rows survive a rollback of the sending transaction.
         ``replace_ids``: rows these replace (a mail's "pending" marker), removed in the same transaction."""
         if not rows and not replace_ids:
@@ -98,17 +111,26 @@ class MailGraphApiLog(models.Model):
                 cr.execute("DELETE FROM mail_graph_api_log WHERE id IN %s", [tuple(replace_ids)])
 
         try:
-            self._in_own_transaction(write)
+            self._in_own_transaction(write, kept)
         except Exception:
             # A log must never make a mail fail; the _logger line below still tells the story.
             _logger.exception("Could not write Microsoft Graph log rows")
 
     @api.model
-    def _mark_pending(self, server, message_id, recipients_key=False):
+    def _last_guard_outcome(self, message_id, recipients_key):
+        """Plain SQL (once per mail, see GUARD_LOOKUP): the outcome, or None when this copy was never tried."""
+        self.env.cr.execute(
+            GUARD_LOOKUP, {"message_id": message_id, "key": recipients_key or None, "sending": SENDING_OPERATIONS}
+        )
+        row = self.env.cr.fetchone()
+        return row[0] if row else None
+
+    @api.model
+    def _mark_pending(self, server, message_id, recipients_key=False, kept=None):
         """Committed before a mail goes to Microsoft, replaced by the call rows after: if the worker dies in
         between, the duplicate guard finds this row and checks Sent Items before sending the mail again."""
         row = self._row(server, message_id, "send", "pending", recipients_key)
-        return self._in_own_transaction(lambda cr: self._insert(cr, [row])[0])
+        return self._in_own_transaction(lambda cr: self._insert(cr, [row])[0], kept)
 
     @api.model
     def _insert(self, cr, rows):
@@ -124,9 +146,12 @@ class MailGraphApiLog(models.Model):
         return ids
 
     @api.model
-    def _in_own_transaction(self, work):
+    def _in_own_transaction(self, work, kept=None):
         """Run ``work(cr)`` in a committed transaction of its own (a row's foreign key locks the mail server
-        row, which another worker may be updating: see db.retry_serialization)."""
+        row, which another worker may be updating: see db.retry_serialization), on the ``kept`` cursor of a
+        sending batch when there is one."""
+        if kept is not None:
+            return kept.run(work)
 
         def attempt():
             with self.env.registry.cursor() as cr:
@@ -147,7 +172,9 @@ class MailGraphApiLog(models.Model):
         )
 
     @api.model
-    def _record_calls(self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False):
+    def _record_calls(
+        self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False, kept=None
+    ):
         rows = []
         ambiguous = error is not None and error.may_have_been_sent
         for call in calls:
@@ -204,14 +231,14 @@ class MailGraphApiLog(models.Model):
                 )
             )
             _logger.info("Graph %s for %s failed: %s", rows[-1]["operation"], message_id or "-", error.code or error)
-        self._write_rows(rows, replace_ids)
+        self._write_rows(rows, replace_ids, kept)
 
     @api.model
-    def _record_guard(self, server, message_id, outcome, text, recipients_key=False):
+    def _record_guard(self, server, message_id, outcome, text, recipients_key=False, kept=None):
         """What the duplicate guard decided for a mail (skipped as already sent, or an administrator's go)."""
         _logger.info("Mail %s: %s", message_id, text)
         self._write_rows(
-            [self._row(server, message_id, "duplicate_guard", outcome, recipients_key, message=text[:500])]
+            [self._row(server, message_id, "duplicate_guard", outcome, recipients_key, message=text[:500])], (), kept
         )
 
     @api.model
