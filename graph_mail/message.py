@@ -262,6 +262,9 @@ def _addresses(message: Message, *names: str) -> List[str]:
     return [addr for _, addr in getaddresses(values) if addr]
 
 
+_RECIPIENT_FIELDS = ("to", "cc", "bcc")
+
+
 def _as_sent(message: Message) -> Message:
     """The root headers as a receiver parses them from the bytes we send.
 
@@ -269,7 +272,9 @@ def _as_sent(message: Message) -> Message:
     (an encoded comma merges two addresses into one): recipients are reckoned from the bytes, not the object.
     """
     policy = message.policy.clone(linesep="\r\n")
-    raw = b"".join(policy.fold_binary(name, value) for name, value in message.items())
+    raw = b"".join(
+        policy.fold_binary(name, value) for name, value in message.items() if name.lower() in _RECIPIENT_FIELDS
+    )
     return BytesHeaderParser(policy=email.policy.default).parsebytes(raw + b"\r\n")
 
 
