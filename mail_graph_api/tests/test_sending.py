@@ -132,13 +132,14 @@ class TestGraphSending(GraphTransactionCase):
         small = self._attachment(200_000, "small.bin")
         mail = self._mail(attachment_ids=[(6, 0, (big | small).ids)])
         built = []
-        build_email = type(self.env["ir.mail_server"]).build_email
+        server_class = type(self.env["ir.mail_server"])
+        build_email = getattr(server_class, compat.BUILD_METHOD)
 
         def spy(server, *args, **kwargs):
             built.append({name: len(content) for name, content, _ in kwargs.get("attachments") or ()})
             return build_email(server, *args, **kwargs)
 
-        with patch.object(type(self.env["ir.mail_server"]), "build_email", spy):
+        with patch.object(server_class, compat.BUILD_METHOD, spy):
             mail.send()
         self.assertEqual(mail.state, "sent", mail.failure_reason)
         self.assertEqual(built[0]["small.bin"], 200_000)
