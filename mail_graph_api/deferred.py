@@ -26,15 +26,14 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from graph_mail import MimeConversionError
 from graph_mail.message import UPLOAD_SESSION_MIN
 
-CONTEXT_KEY = "mail_graph_api_defer_from"  # ir.attachment: hand out stand-ins for files of this size or more
-DEFER_FROM = UPLOAD_SESSION_MIN
+DEFER_FROM = UPLOAD_SESSION_MIN  # files of this size or more are handed out as stand-ins
 _PREFIX = b"mail_graph_api deferred attachment "
 _MAX_PAYLOAD = 128  # a stand-in's base64 text is far shorter: larger parts are not looked at
 _LIFETIME = 3600.0
 
 _lock = threading.Lock()
 _stand_ins: Dict[bytes, Tuple[float, FileContent]] = {}
-_graph_batch = threading.local()
+_state = threading.local()  # this thread's batch: Odoo prepares and sends a batch's mails in one thread
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,32 @@ def _leaves(message) -> Iterator:
 
 @contextlib.contextmanager
 def graph_batch(active: bool):
-    """Mark that the mails prepared in this block go to a Graph session (see ``mail.mail``)."""
-    previous = getattr(_graph_batch, "active", False)
-    _graph_batch.active = active
+    """Mark that the mails prepared in this block go to a Graph session (see ``mail.mail._send``)."""
+    previous = getattr(_state, "graph_batch", False)
+    _state.graph_batch = active
     try:
         yield
     finally:
-        _graph_batch.active = previous
+        _state.graph_batch = previous
 
 
-def in_graph_batch() -> bool:
-    return getattr(_graph_batch, "active", False)
+@contextlib.contextmanager
+def preparing():
+    """While a mail of a Graph batch is prepared: ``threshold()`` is set, and the block yields the ids of the
+    attachments handed out as stand-ins (the caller drops them from the ORM cache afterwards)."""
+    handed_out: List[int] = []
+    active = getattr(_state, "graph_batch", False)
+    _state.handed_out = handed_out if active else None
+    try:
+        yield handed_out
+    finally:
+        _state.handed_out = None
+
+
+def threshold() -> Optional[int]:
+    """The size from which ``ir.attachment`` hands out stand-ins right now, or None."""
+    return DEFER_FROM if getattr(_state, "handed_out", None) is not None else None
+
+
+def note_handed_out(attachment_id: int) -> None:
+    _state.handed_out.append(attachment_id)

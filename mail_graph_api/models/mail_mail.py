@@ -31,14 +31,13 @@ class MailMail(models.Model):
     def _prepare_outgoing_list(self, *args, **kwargs):
         """For a Graph session, large attachments are read as stand-ins (``deferred``), only here: nothing
         else in the batch sees one."""
-        if not deferred.in_graph_batch():
-            return super()._prepare_outgoing_list(*args, **kwargs)
-        mails = self.with_context(**{deferred.CONTEXT_KEY: deferred.DEFER_FROM})
-        try:
-            return super(MailMail, mails)._prepare_outgoing_list(*args, **kwargs)
-        finally:
-            # Stand-ins were cached as the files' content: drop them so no later read in this transaction sees one.
-            self.env["ir.attachment"].invalidate_model(["raw", "datas"])
+        with deferred.preparing() as handed_out:
+            try:
+                return super()._prepare_outgoing_list(*args, **kwargs)
+            finally:
+                if handed_out:
+                    # Stand-ins were cached as the files' content: no later read in this transaction may see one.
+                    self.env["ir.attachment"].browse(handed_out).invalidate_recordset(["raw", "datas"])
 
     def _postprocess_sent_message(self, *args, **kwargs):
         """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued.
