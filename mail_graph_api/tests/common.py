@@ -98,6 +98,14 @@ class GraphCaseMixin:
         calls = self.fake.calls()[getattr(self, "_calls_mark", 0) :]
         return [call for call in calls if route is None or call["route"] == route]
 
+    def smtp_fallback_sink(self):
+        """Turn the SMTP fallback on, towards a local sink that keeps what it receives (stopped after the test)."""
+        sink = SmtpSink().start()
+        self.addCleanup(sink.stop)
+        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
+                           "smtp_authentication": "login", "smtp_encryption": "none"})  # fmt: skip
+        return sink
+
 
 class GraphTransactionCase(GraphCaseMixin, common.TransactionCase):
     @classmethod

@@ -2,7 +2,7 @@
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
-from .common import SENDER, GraphTransactionCase, SmtpSink
+from .common import SENDER, GraphTransactionCase
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
@@ -115,10 +115,7 @@ class TestGraphFailures(GraphTransactionCase):
 
     @mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session")
     def test_fallback_to_smtp_when_nothing_was_sent(self):
-        sink = SmtpSink().start()
-        self.addCleanup(sink.stop)
-        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
-                           "smtp_authentication": "login", "smtp_encryption": "none"})  # fmt: skip
+        sink = self.smtp_fallback_sink()
         self.fake.inject("sendMail", status=403, code="ErrorAccessDenied", count=1)
         mail = self._mail(email_cc="cc@fabrikam.example")
         mail.send()
@@ -130,9 +127,7 @@ class TestGraphFailures(GraphTransactionCase):
 
     @mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session")
     def test_no_fallback_after_ambiguous_outcome(self):
-        sink = SmtpSink().start()
-        self.addCleanup(sink.stop)
-        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port})
+        sink = self.smtp_fallback_sink()
         self.fake.inject("sendMail", status=504, count=1, code="GatewayTimeout")
         mail = self._mail()
         mail.send()

@@ -10,7 +10,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .. import compat, deferred
-from .common import SENDER, GraphTransactionCase, SmtpSink
+from .common import SENDER, GraphTransactionCase
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
@@ -175,10 +175,7 @@ class TestGraphSending(GraphTransactionCase):
 
     @mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session")
     def test_smtp_fallback_sends_the_large_attachment_itself(self):
-        sink = SmtpSink().start()
-        self.addCleanup(sink.stop)
-        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
-                           "smtp_authentication": "login", "smtp_encryption": "none"})  # fmt: skip
+        sink = self.smtp_fallback_sink()
         self.fake.inject("createDraft", status=403, code="ErrorAccessDenied", count=1)
         big = self._attachment(4 * 1024 * 1024, "big.bin")
         mail = self._mail(attachment_ids=[(6, 0, big.ids)])
