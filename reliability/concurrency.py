@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fake_microsoft.state import Fault
 from tools.odoo_harness import result_of
@@ -30,20 +30,26 @@ MAILBOX_CONCURRENCY = 4  # Microsoft Graph: at most 4 concurrent requests per ma
 MAX_REFRESHES = 2  # the token expiry halfway: one renewal, at most one more for the stored expiry
 
 
-def _workers(stack: Stack, groups: List[List[int]], label: str) -> List[str]:
-    """Start one drain worker per group, lined up to begin together once Odoo is loaded; wait for all; what
-    each ended with."""
+def _spawn_lined_up(stack: Stack, job: str, label: str, per_worker: List[Dict[str, Any]]) -> Tuple[list, float]:
+    """One Odoo process per ``per_worker`` kwargs running ``job``, lined up to begin together once Odoo is
+    loaded: the processes and the time they start at."""
     start_at = time.time() + STARTUP
     procs = [
         stack.instance.spawn(
-            "reliability.odoo_jobs:drain",
+            f"reliability.odoo_jobs:{job}",
             log_name=f"{label}-{i}",
             odoo_args=["--log-level=info"],
-            mail_ids=ids,
             start_at=start_at,
+            **kwargs,
         )
-        for i, ids in enumerate(groups)
+        for i, kwargs in enumerate(per_worker)
     ]
+    return procs, start_at
+
+
+def _workers(stack: Stack, groups: List[List[int]], label: str) -> List[str]:
+    """Start one drain worker per group, lined up; wait for all; what each ended with."""
+    procs, _ = _spawn_lined_up(stack, "drain", label, [{"mail_ids": ids} for ids in groups])
     outcomes = []
     for proc in procs:
         try:
@@ -157,20 +163,13 @@ def load_run(stack: Stack, matrix: Matrix, mails: int = LOAD_DEFAULT, workers: i
 
     stack.spy.on("sendMail", expire_halfway)
     stack.spy.reset_peaks()
-    start_at = time.time() + STARTUP
     timeout = 300 + mails
-    procs = [
-        stack.instance.spawn(
-            "reliability.odoo_jobs:drain_until_empty",
-            log_name=f"load-{i}",
-            odoo_args=["--log-level=info"],
-            mail_ids=ids,
-            start_at=start_at,
-            descending=bool(i % 2),
-            deadline=timeout - 60,
-        )
-        for i in range(workers)
-    ]
+    procs, start_at = _spawn_lined_up(
+        stack,
+        "drain_until_empty",
+        "load",
+        [{"mail_ids": ids, "descending": bool(i % 2), "deadline": timeout - 60} for i in range(workers)],
+    )
     outcomes = []
     for proc in procs:
         try:
