@@ -6,7 +6,7 @@ from odoo import api, fields, models
 
 from graph_mail import AuthenticationError
 
-from ..db import retry_serialization
+from ..db import KeptCursor
 
 _logger = logging.getLogger(__name__)
 
@@ -152,12 +152,11 @@ class MailGraphApiLog(models.Model):
         sending batch when there is one."""
         if kept is not None:
             return kept.run(work)
-
-        def attempt():
-            with self.env.registry.cursor() as cr:
-                return work(cr)
-
-        return retry_serialization(attempt)
+        once = KeptCursor(self.env.registry)
+        try:
+            return once.run(work)
+        finally:
+            once.close()
 
     @api.model
     def _row(self, server, message_id, operation, outcome, recipients_key=False, **values):
