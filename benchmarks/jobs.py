@@ -82,7 +82,7 @@ def clear_access_token(env, server_id: int, peer: bool = False) -> None:
     """Forget the stored access token: the next send must ask the token endpoint (a cold start)."""
     columns = ("ms_access_token", "ms_token_expiry") if peer else ("graph_access_token", "graph_access_token_expiry")
     env.cr.execute(f"UPDATE ir_mail_server SET {columns[0]} = NULL, {columns[1]} = NULL WHERE id = %s", [server_id])
-    env.invalidate_all()
+    _compat().invalidate_all(env)
 
 
 def queue_mails(env, count: int, server_id: Optional[int] = None, sizes: str = "mixed", start: int = 0) -> Dict:
@@ -177,11 +177,11 @@ def drain(
                 mail_model.process_email_queue(ids=remaining[:QUEUE_BATCH])  # the peer drops batch_size
             else:
                 mail_model.process_email_queue(ids=remaining[:QUEUE_BATCH], batch_size=QUEUE_BATCH)
-            env.invalidate_all()
+            _compat().invalidate_all(env)
             remaining = mail_model.search([("id", "in", remaining), ("state", "=", "outgoing")]).ids
         except Exception as exc:  # what the cron would log before its next run
             env.cr.rollback()
-            env.invalidate_all()
+            _compat().invalidate_all(env)
             errors.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
             remaining = mail_model.search([("id", "in", remaining), ("state", "=", "outgoing")]).ids
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -210,7 +210,7 @@ def send_each(env, ids: List[int], fake_url: str, peer: bool = False) -> List[Di
             env["mail.mail"].process_email_queue(ids=[mail_id])
         else:
             env["mail.mail"].process_email_queue(ids=[mail_id], batch_size=QUEUE_BATCH)
-        env.invalidate_all()
+        _compat().invalidate_all(env)
         calls = _fake_calls(fake_url)[before:]
         mail = env["mail.mail"].browse(mail_id)
         results.append(
@@ -278,7 +278,7 @@ def memory_send(env, warm: int, big: int, build_only: bool = False) -> Dict:
     the message (and the addon prepares the envelope) but nothing is sent: Odoo's own share of the peak."""
     mail_model = env["mail.mail"]
     mail_model.process_email_queue(ids=[warm])
-    env.invalidate_all()
+    _compat().invalidate_all(env)
     gc.collect()
     baseline = _status_kb("VmRSS")
     reset = True
@@ -312,7 +312,7 @@ def memory_send(env, warm: int, big: int, build_only: bool = False) -> Dict:
     stop.set()
     sampler.join()
     peak = max(sampled[0], _status_kb("VmHWM") if reset else 0)
-    env.invalidate_all()
+    _compat().invalidate_all(env)
     mail = mail_model.browse(big)
     return {
         "baseline_kb": baseline,
@@ -322,3 +322,10 @@ def memory_send(env, warm: int, big: int, build_only: bool = False) -> Dict:
         "state": mail.state,
         "failure": (mail.failure_reason or "")[:300],
     }
+
+
+def _compat():
+    """The addon's series differences (imported inside Odoo only: this module is also imported without it)."""
+    from odoo.addons.mail_graph_api import compat
+
+    return compat

@@ -3,7 +3,7 @@
 {
     "name": "Microsoft Graph Mail Gateway",
     "summary": "Send outgoing mail through Microsoft Graph instead of SMTP AUTH",
-    # No series prefix: Odoo prepends its own (17.0.1.0.0, 18.0.1.0.0, 19.0.1.0.0) so one folder serves all.
+    # No series prefix: Odoo prepends its own (14.0.1.0.0 ... 19.0.1.0.0) so one folder serves all six.
     "version": "1.0.0",
     "category": "Productivity/Discuss",
     "license": "LGPL-3",
@@ -17,6 +17,7 @@
         "views/mail_graph_api_log_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",
+        "views/assets_legacy.xml",
         "data/ir_cron.xml",
         "data/ir_config_parameter.xml",
     ],

@@ -105,7 +105,7 @@ class GraphSession:
         server = server.sudo()
         self._server = server
         self.mail_server_id = server.id
-        self.from_filter = server.from_filter
+        self.from_filter = server.from_filter if compat.has_from_filter() else False
         self.smtp_from = smtp_from
         self.mailbox = server.graph_sender_email
         self._calls = []
@@ -276,7 +276,7 @@ class GraphSession:
             deferred.materialize(message)
             with compat.smtp_allowed_in_tests(server.env):
                 odoo_connect = getattr(server.with_context(mail_graph_api_smtp=True), compat.CONNECT_METHOD)
-                smtp = odoo_connect(mail_server_id=server.id, smtp_from=from_addr)
+                smtp = odoo_connect(**compat.fallback_connect_kwargs(server, from_addr))
                 smtp.send_message(message, from_addr, to_addrs)
                 smtp.quit()
         except Exception as smtp_error:

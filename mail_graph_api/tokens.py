@@ -17,6 +17,7 @@ import time
 
 from graph_mail import TokenProvider
 
+from . import compat
 from .db import retry_serialization
 
 _logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ServerTokenSource:
     def for_server(cls, server):
         server = server.sudo()
         # The renewal reads the row through its own cursor: pending ORM writes (fresh tokens) must be visible.
-        server.env.flush_all()
+        compat.flush_all(server.env)
         return cls(server.env.registry, server.id, server.graph_token_version, server._graph_credentials())
 
     def access_token(self) -> str:

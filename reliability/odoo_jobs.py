@@ -19,7 +19,7 @@ SECRET_FIELDS = (
 
 def _states(env, mail_ids: List[int]) -> List[Dict[str, Any]]:
     mails = env["mail.mail"].browse(mail_ids)
-    mails.invalidate_recordset()
+    _compat().invalidate(mails)
     return mails.read(["state", "failure_type", "failure_reason", "message_id"])
 
 
@@ -143,3 +143,10 @@ def orm_access(env, server_id: int, logins: List[str]) -> Dict[str, Dict[str, st
             outcome[name] = f"ALLOWED, {'LEAKED a secret' if leaked else 'no secret in the answer'}: {text[:80]}"
         results[login] = outcome
     return results
+
+
+def _compat():
+    """The addon's series differences (imported inside Odoo only: this module is also imported without it)."""
+    from odoo.addons.mail_graph_api import compat
+
+    return compat

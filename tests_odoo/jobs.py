@@ -55,7 +55,7 @@ def send_then_roll_back(env, server_id: int, subject: str) -> dict:
     mail.send(auto_commit=False)
     state, message_id = mail.state, mail.message_id
     env.cr.rollback()
-    env.invalidate_all()
+    _compat().invalidate_all(env)
     logs = env["mail.graph.api.log"].search_read([("message_id", "=", message_id)], ["operation", "outcome"])
     return {
         "mail_id": mail.id,
@@ -84,7 +84,7 @@ def send_at(env, mail_ids: list, start_at: float) -> dict:
     time.sleep(max(0.0, start_at - time.time()))
     mails = env["mail.mail"].browse(mail_ids)
     mails.send(auto_commit=True)
-    env.invalidate_all()
+    _compat().invalidate_all(env)
     return {"states": mails.mapped("state")}
 
 
@@ -104,7 +104,11 @@ def uninstall_addon(env) -> dict:
     from odoo import SUPERUSER_ID, api
 
     env = api.Environment(env.cr, SUPERUSER_ID, {})  # the registry was rebuilt without the addon
-    views = env["ir.mail_server"].get_views([(False, "form"), (False, "list")])["views"]
+    Server = env["ir.mail_server"]
+    if hasattr(Server, "get_views"):  # 16.0+
+        views = Server.get_views([(False, "form"), (False, "list")])["views"]
+    else:  # 14.0, 15.0
+        views = Server.load_views([(False, "form"), (False, "list")])["fields_views"]
     views["list"] = views.get("list") or views["tree"]  # 17.0 answers "tree"
     env.cr.execute(
         "SELECT count(*) FROM ir_ui_view WHERE strpos(arch_db::text, 'use_graph_api') > 0 "
@@ -121,3 +125,10 @@ def uninstall_addon(env) -> dict:
         "leftover_views": leftover_views,
         "leftover_columns": columns,
     }
+
+
+def _compat():
+    """The addon's series differences (imported inside Odoo only: this module is also imported without it)."""
+    from odoo.addons.mail_graph_api import compat
+
+    return compat

@@ -8,6 +8,7 @@ committed when it returns, rolled back when it raises.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
@@ -35,8 +36,11 @@ def main() -> int:
     module_name, function_name = job["target"].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
     registry = Registry(job["db"])
+    # 14.0 keeps its environments in a context that Environment.manage() opens; 15.0 made it a no-op, 17.0
+    # removed it.
+    manage = getattr(odoo.api.Environment, "manage", contextlib.nullcontext)
     try:
-        with registry.cursor() as cr:
+        with manage(), registry.cursor() as cr:
             env = odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
             result = function(env, **job.get("kwargs", {}))
     except Exception:

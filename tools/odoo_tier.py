@@ -1,10 +1,11 @@
 """Run the addon's Odoo test tier against every Odoo series found on this machine.
 
-Where Odoo is looked for, per series (17.0, 18.0, 19.0):
+Where Odoo is looked for, per series (14.0 to 19.0):
   1. $MAIL_GRAPH_ODOO_<series>      e.g. MAIL_GRAPH_ODOO_18_0=/path/to/odoo-18 (the folder holding odoo-bin)
      $MAIL_GRAPH_ODOO_<series>_PYTHON  its interpreter (default: <ODOO_ROOT>/venv-<series>/bin/python)
   2. $ODOO_ROOT/<series> with $ODOO_ROOT/venv-<series>   (ODOO_ROOT defaults to /opt/odoo)
 A series that is not found prints a loud "SKIPPED: no Odoo <series>" line; it never passes silently.
+Series run side by side (--jobs, default 2: this machine's two cores); each prints its lines when it is done.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SERIES = ("17.0", "18.0", "19.0")
+SERIES = ("14.0", "15.0", "16.0", "17.0", "18.0", "19.0")
 # Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
 ODOO_MAIL_TESTS = {
     "modules": "mail,test_mail",
@@ -55,7 +57,8 @@ def find_odoo(series: str) -> tuple[Path, Path] | None:
 
 def addons_path(tree: Path) -> str:
     paths = [tree / "addons", tree / "odoo" / "addons", REPO]
-    return ",".join(str(p) for p in paths if p.is_dir() and (p == REPO or any(p.iterdir())))
+    # Nightly server trees (14.0-16.0 here) keep every addon under odoo/addons and an addons/ with a .gitignore.
+    return ",".join(str(p) for p in paths if p == REPO or (p.is_dir() and any(p.glob("*/__manifest__.py"))))
 
 
 def free_port() -> int:
@@ -145,11 +148,44 @@ def process_run(series: str, logdir: Path) -> tuple:
     return code, counts["passed"] + bad, bad, bad_lines, time.time() - started, log
 
 
+def run_series(series: str, args, logdir: Path) -> tuple[list[str], int, int]:
+    """One series' runs (addon, process, Odoo's own mail tests): its report lines, passed, failed."""
+    found = find_odoo(series)
+    if not found:
+        line = (
+            f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
+            f"/opt/odoo/{series} with /opt/odoo/venv-{series})"
+        )
+        return [line], 0, 0
+    tree, python = found
+    ensure_core_installed(python)
+    runs = [("addon", "mail_graph_api", args.tags), ("process", None, None)]
+    if args.odoo_mail_tests:
+        runs.append(("odoo_mail", "mail_graph_api," + ODOO_MAIL_TESTS["modules"], ODOO_MAIL_TESTS["tags"]))
+    lines, passed, failed = [], 0, 0
+    for label, modules, tags in runs:
+        if label == "process":
+            code, total, bad, bad_lines, seconds, log = process_run(series, logdir)
+        else:
+            code, total, bad, bad_lines, seconds, log = odoo_run(series, tree, python, modules, tags, label, logdir)
+        ok = code == 0 and bad == 0 and not bad_lines and total > 0
+        passed += max(total - bad, 0)
+        failed += bad if (ok or bad) else 1  # a run that broke without a test failing
+        status = "ok" if ok else "FAILED"
+        lines.append(f"odoo {series} {label}: {max(total - bad, 0)} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}")
+        if not ok:
+            if total == 0:
+                lines.append(f"  no test ran: see {log}")
+            lines.extend("  " + line[:300] for line in bad_lines[:20])
+    return lines, passed, failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", nargs="*", default=os.environ.get("MAIL_GRAPH_SERIES", " ".join(SERIES)).split())
     parser.add_argument("--odoo-mail-tests", action="store_true", help="also run Odoo's own mail tests")
     parser.add_argument("--tags", default="/mail_graph_api", help="test tags for the addon run")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MAIL_GRAPH_TIER_JOBS", "2")))
     args = parser.parse_args()
     logdir = REPO / "var" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -158,36 +194,13 @@ def main() -> int:
         # Odoo would skip the browser tour without a browser: count it as a failure, never as a pass.
         print("FAILED: no chromium on PATH, the browser tour cannot run (apt-get install chromium chromium-driver)")
         failed_total += 1
-    for series in args.series:
-        found = find_odoo(series)
-        if not found:
-            print(
-                f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
-                f"/opt/odoo/{series} with /opt/odoo/venv-{series})",
-                flush=True,
-            )
-            continue
-        tree, python = found
-        ensure_core_installed(python)
-        runs = [("addon", "mail_graph_api", args.tags)]
-        if args.odoo_mail_tests:
-            runs.append(("odoo_mail", "mail_graph_api," + ODOO_MAIL_TESTS["modules"], ODOO_MAIL_TESTS["tags"]))
-        runs.insert(1, ("process", None, None))
-        for label, modules, tags in runs:
-            if label == "process":
-                code, total, bad, bad_lines, seconds, log = process_run(series, logdir)
-            else:
-                code, total, bad, bad_lines, seconds, log = odoo_run(series, tree, python, modules, tags, label, logdir)
-            ok = code == 0 and bad == 0 and not bad_lines and total > 0
-            passed_total += max(total - bad, 0)
-            failed_total += bad if (ok or bad) else 1  # a run that broke without a test failing
-            status = "ok" if ok else "FAILED"
-            print(f"odoo {series} {label}: {total - bad} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}")
-            if not ok:
-                if total == 0:
-                    print(f"  no test ran: see {log}")
-                for line in bad_lines[:20]:
-                    print("  " + line[:300])
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        futures = [pool.submit(run_series, series, args, logdir) for series in args.series]
+        for future in futures:
+            lines, passed, failed = future.result()
+            print("\n".join(lines), flush=True)
+            passed_total += passed
+            failed_total += failed
     print(f"odoo tier: {passed_total} passed, {failed_total} failed")
     return 1 if failed_total else 0
 

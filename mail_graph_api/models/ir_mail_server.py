@@ -32,6 +32,9 @@ EXCHANGE_DEFAULT_MAX_MB = 35.0
 class IrMailServer(models.Model):
     _inherit = "ir.mail_server"
 
+    # 14.0-16.0 require an SMTP host on every server; a Graph server needs one only for the SMTP fallback (the
+    # form requires it then, as 17.0+ does).
+    smtp_host = fields.Char(required=False)
     use_graph_api = fields.Boolean(
         "Use Microsoft Graph API",
         help="Send through Microsoft Graph (HTTPS) instead of SMTP: works when SMTP AUTH is disabled in Microsoft 365.",
@@ -141,7 +144,7 @@ class IrMailServer(models.Model):
                         server.name,
                     )
                 )
-            if not email_normalize(server.graph_sender_email or "", strict=True):
+            if not compat.normalize_single_email(server.graph_sender_email or ""):
                 raise ValidationError(
                     _(
                         "Sender Email of “%s” must be a single mailbox address, e.g. sales@contoso.com.",
@@ -159,7 +162,7 @@ class IrMailServer(models.Model):
 
     @api.onchange("graph_sender_email")
     def _onchange_graph_sender_email(self):
-        if self.use_graph_api and self.graph_sender_email and not self.from_filter:
+        if compat.has_from_filter() and self.use_graph_api and self.graph_sender_email and not self.from_filter:
             self.from_filter = email_normalize(self.graph_sender_email) or self.graph_sender_email
 
     @api.model_create_multi
@@ -179,7 +182,8 @@ class IrMailServer(models.Model):
     def _graph_default_vals(self, vals):
         if vals.get("use_graph_api") or (self and any(self.mapped("use_graph_api"))):
             sender = vals.get("graph_sender_email") or (len(self) == 1 and self.graph_sender_email)
-            if sender and not vals.get("from_filter") and not (len(self) == 1 and self.from_filter):
+            has_filter = compat.has_from_filter()
+            if has_filter and sender and not vals.get("from_filter") and not (len(self) == 1 and self.from_filter):
                 vals["from_filter"] = email_normalize(sender) or sender
             if vals.get("graph_client_id"):
                 vals["graph_client_id"] = vals["graph_client_id"].strip()
@@ -211,12 +215,8 @@ class IrMailServer(models.Model):
     def _compute_graph_log_count(self):
         counts = {}
         if self.env.user.has_group("base.group_system") and self.ids:
-            groups = (
-                self.env["mail.graph.api.log"]
-                .sudo()
-                ._read_group([("mail_server_id", "in", self.ids)], ["mail_server_id"], ["__count"])
-            )
-            counts = {server.id: count for server, count in groups}
+            Log = self.env["mail.graph.api.log"].sudo()
+            counts = compat.count_by(Log, [("mail_server_id", "in", self.ids)], "mail_server_id")
         for server in self:
             server.graph_log_count = counts.get(server.id, 0)
 
@@ -400,11 +400,15 @@ class IrMailServer(models.Model):
             # In test mode every cursor is the test's own transaction anyway.
             super(IrMailServer, self.sudo()).write(values)
             return
+        # Plain SQL: on 14.0 every environment of a thread shares one cache and one queue of pending writes, so
+        # an ORM write on this cursor would commit the caller's pending writes with ours.
         with self.env.registry.cursor() as cr:
-            server = self.env(cr=cr, su=True)["ir.mail_server"].browse(self.id)
-            super(IrMailServer, server).write(values)
-            server.env.flush_all()  # writes are lazy: flush before this cursor commits, or they are lost
-        self.invalidate_recordset(list(values))
+            cr.execute(
+                "UPDATE ir_mail_server SET graph_connection_state = %s, graph_last_error = %s, write_uid = %s, "
+                "write_date = now() AT TIME ZONE 'UTC' WHERE id = %s",
+                (values["graph_connection_state"], values["graph_last_error"], self.env.uid, self.id),
+            )
+        compat.invalidate(self, list(values))
 
     def action_graph_send_test_email(self):
         """Send a real test mail to the current user through Odoo's own send_email path."""
@@ -451,41 +455,37 @@ class IrMailServer(models.Model):
         elif host:
             return self.browse()
         else:
-            server, _from = self.sudo()._find_mail_server(smtp_from)
+            server = compat.find_mail_server(self.sudo(), smtp_from)
         return server if server and server.use_graph_api else self.browse()
 
-    def _graph_connect(self, odoo_connect, host=None, port=None, user=None, password=None, encryption=None,
-                       smtp_from=None, ssl_certificate=None, ssl_private_key=None, smtp_debug=False,
-                       mail_server_id=None, allow_archived=False):  # fmt: skip
-        """Odoo's connect(): a virtual session for a Graph server, Odoo's own SMTP connection otherwise."""
-        server = self._graph_server_for(mail_server_id, host, smtp_from)
+    def _graph_connect(self, odoo_connect, args, kwargs):
+        """Odoo's connect(): a virtual session for a Graph server, Odoo's own SMTP connection otherwise (with
+        Odoo's arguments as they came: their order differs between series, see compat.CONNECT_PARAMS)."""
+        params = compat.named_arguments(compat.CONNECT_PARAMS, args, kwargs)
+        smtp_from = params.get("smtp_from")
+        server = self._graph_server_for(params.get("mail_server_id"), params.get("host"), smtp_from)
         if not server:
-            return odoo_connect(
-                host=host, port=port, user=user, password=password, encryption=encryption, smtp_from=smtp_from,
-                ssl_certificate=ssl_certificate, ssl_private_key=ssl_private_key, smtp_debug=smtp_debug,
-                mail_server_id=mail_server_id, allow_archived=allow_archived,
-            )  # fmt: skip
+            return odoo_connect(*args, **kwargs)
         if compat.sending_disabled_by_test_mode(self.env):
             return None
-        if not allow_archived and not server.active:
+        if not params.get("allow_archived") and not server.active:
             raise UserError(_('The server "%s" cannot be used because it is archived.', server.display_name))
         return server._graph_session(smtp_from=smtp_from)
 
     # Odoo calls one of these two, by series (compat.CONNECT_METHOD); the other is never called.
-    def connect(self, *args, **kwargs):  # 17.0, 18.0
-        return self._graph_connect(super().connect, *args, **kwargs)
+    def connect(self, *args, **kwargs):  # 14.0-18.0
+        return self._graph_connect(super().connect, args, kwargs)
 
     def _connect__(self, *args, **kwargs):  # 19.0
-        return self._graph_connect(super()._connect__, *args, **kwargs)
+        return self._graph_connect(super()._connect__, args, kwargs)
 
     @api.model
-    def send_email(self, message, mail_server_id=None, smtp_server=None, smtp_port=None, smtp_user=None,
-                   smtp_password=None, smtp_encryption=None, smtp_ssl_certificate=None,
-                   smtp_ssl_private_key=None, smtp_debug=False, smtp_session=None):  # fmt: skip
-        session = smtp_session
+    def send_email(self, message, *args, **kwargs):
+        params = compat.named_arguments(compat.SEND_EMAIL_PARAMS, args, kwargs)
+        session = params.get("smtp_session")
         own_session = False
-        if session is None and not smtp_server:
-            server = self._graph_server_for(mail_server_id, None, message["From"])
+        if session is None and not params.get("smtp_server"):
+            server = self._graph_server_for(params.get("mail_server_id"), None, message["From"])
             if server:
                 if compat.sending_disabled_by_test_mode(self.env):
                     # Same contract as Odoo in test mode: prepare, do not send.
@@ -493,16 +493,11 @@ class IrMailServer(models.Model):
                     return message["Message-Id"]
                 session, own_session = server._graph_session(smtp_from=message["From"]), True
         if not isinstance(session, GraphSession):
-            return super().send_email(
-                message, mail_server_id=mail_server_id, smtp_server=smtp_server, smtp_port=smtp_port,
-                smtp_user=smtp_user, smtp_password=smtp_password, smtp_encryption=smtp_encryption,
-                smtp_ssl_certificate=smtp_ssl_certificate, smtp_ssl_private_key=smtp_ssl_private_key,
-                smtp_debug=smtp_debug, smtp_session=smtp_session,
-            )  # fmt: skip
+            return super().send_email(message, *args, **kwargs)
         smtp_from, smtp_to_list, message = compat.prepare_email_message(self, message, session)
         # mail.mail._send() marks the mail before sending to lock it against a second worker, but ORM writes are
         # lazy: flush them, so a concurrent queue run waits on the row lock instead of sending the mail again.
-        self.env.flush_all()
+        compat.flush_all(self.env)
         try:
             session.send_message(message, smtp_from, smtp_to_list)
         finally:

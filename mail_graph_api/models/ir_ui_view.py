@@ -1,23 +1,33 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""Our views and actions are written once, for 18.0+; older series get them adapted as they load (see
+``legacy_views``). Only this module's own records are touched, never another module's."""
+
 from odoo import api, models
 
 from .. import compat
 
-# Models whose views this addon writes with 18.0's <list>; on 17.0 they are stored as <tree>.
-OUR_MODELS = ("mail.graph.api.log", "ir.mail_server")
+
+def _ours(data):
+    return (data.get("xml_id") or "").startswith("mail_graph_api.")
 
 
 class IrUiView(models.Model):
     _inherit = "ir.ui.view"
 
-    @api.model_create_multi
-    def create(self, vals_list):
-        for vals in vals_list:
-            if vals.get("model") in OUR_MODELS and vals.get("arch"):
-                vals["arch"] = compat.list_to_tree(vals["arch"])
-        return super().create(vals_list)
+    @api.model
+    def _load_records(self, data_list, update=False):
+        for data in data_list:
+            if _ours(data) and data["values"].get("arch"):
+                data["values"]["arch"] = compat.adapt_arch(data["values"]["arch"])
+        return super()._load_records(data_list, update=update)
 
-    def write(self, vals):
-        if vals.get("arch") and set(self.mapped("model")) <= set(OUR_MODELS):
-            vals = dict(vals, arch=compat.list_to_tree(vals["arch"]))
-        return super().write(vals)
+
+class IrActionsActWindow(models.Model):
+    _inherit = "ir.actions.act_window"
+
+    @api.model
+    def _load_records(self, data_list, update=False):
+        for data in data_list:
+            if _ours(data) and data["values"].get("view_mode"):
+                data["values"]["view_mode"] = compat.adapt_view_mode(data["values"]["view_mode"])
+        return super()._load_records(data_list, update=update)

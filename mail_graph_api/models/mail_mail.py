@@ -1,4 +1,6 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+import contextlib
+
 from odoo import _, models
 from odoo.exceptions import AccessError
 
@@ -21,23 +23,33 @@ class MailMail(models.Model):
                 "decision",
                 _("%s checked Sent Items and chose to send again.", self.env.user.login),
             )
-        return self.action_retry()
+        return compat.retry_mails(self)
 
     def _send(self, *args, **kwargs):
         graph = isinstance(kwargs.get("smtp_session"), GraphSession)
         with compat.queue_send_gate_lifted(self.env, graph), deferred.graph_batch(graph):
-            return super()._send(*args, **kwargs)
+            if compat.SERIES >= 17:
+                return super()._send(*args, **kwargs)
+            # 14.0-16.0 read the attachments inside _send itself (no _prepare_outgoing_list): the window for
+            # stand-ins is the whole batch; nothing else in it reads the files' content.
+            with self._graph_stand_ins():
+                return super()._send(*args, **kwargs)
 
-    def _prepare_outgoing_list(self, *args, **kwargs):
+    def _prepare_outgoing_list(self, *args, **kwargs):  # 17.0+
         """For a Graph session, large attachments are read as stand-ins (``deferred``), only here: nothing
         else in the batch sees one."""
+        with self._graph_stand_ins():
+            return super()._prepare_outgoing_list(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _graph_stand_ins(self):
         with deferred.preparing() as handed_out:
             try:
-                return super()._prepare_outgoing_list(*args, **kwargs)
+                yield
             finally:
                 if handed_out:
                     # Stand-ins were cached as the files' content: no later read in this transaction may see one.
-                    self.env["ir.attachment"].browse(handed_out).invalidate_recordset(["raw", "datas"])
+                    compat.invalidate(self.env["ir.attachment"].browse(handed_out), ["raw", "datas"])
 
     def _postprocess_sent_message(self, *args, **kwargs):
         """Give Graph failures Odoo's own terms: the right failure type, and throttled mails stay queued.
@@ -51,15 +63,15 @@ class MailMail(models.Model):
                 continue
             if outcome.retryable:
                 retry |= mail
-                mail.write({"state": "outgoing", "failure_type": False, "failure_reason": outcome.reason})
+                mail.write(dict(compat.mail_failure_values(False, outcome.reason), state="outgoing"))
                 continue
-            mail.write({"failure_type": outcome.failure_type, "failure_reason": outcome.reason})
+            mail.write(compat.mail_failure_values(outcome.failure_type, outcome.reason))
             if len(self) == 1:
-                kwargs.update(failure_type=outcome.failure_type, failure_reason=outcome.reason)
+                kwargs.update(failure_type=compat.failure_type(outcome.failure_type), failure_reason=outcome.reason)
         if retry:
             # Nothing went out: back to the queue for the next cron run, notifications back to "ready".
             self.env["mail.notification"].sudo().search(
-                [("mail_mail_id", "in", retry.ids), ("notification_status", "=", "exception")]
+                [(compat.NOTIFICATION_MAIL_FIELD, "in", retry.ids), ("notification_status", "=", "exception")]
             ).write({"notification_status": "ready", "failure_type": False, "failure_reason": False})
             remaining = self - retry
             if not remaining:

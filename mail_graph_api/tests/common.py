@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import requests
 
 from odoo.tests import common
+from odoo.tools import config
 
 from fake_microsoft import DEFAULTS, FakeMicrosoft
 from graph_mail import DelegatedAuthFlow
@@ -19,14 +20,37 @@ from .. import compat, tokens
 SENDER = DEFAULTS["signed_in_user"]
 
 
+# 17.0+ wraps requests in tests and keeps the original send; 14.0-16.0 leave requests alone.
+_super_send = getattr(common, "_super_send", requests.Session.send)
+BlockedRequest = getattr(common, "BlockedRequest", requests.exceptions.ConnectionError)
+
+
 def _loopback_only_send(session, request, **kwargs):
     if urlparse(request.url).hostname not in ("127.0.0.1", "localhost"):
-        raise common.BlockedRequest(f"External requests verboten (was {request.method} {request.url})")
-    return common._super_send(session, request, **kwargs)
+        raise BlockedRequest(f"External requests verboten (was {request.method} {request.url})")
+    return _super_send(session, request, **kwargs)
+
+
+# One transaction per test class: 15.0+ TransactionCase and HttpCase; 14.0 SavepointCase and HttpSavepointCase
+# (its TransactionCase opens a cursor per test).
+TransactionCase = common.TransactionCase if compat.SERIES >= 15 else common.SavepointCase
+HttpCase = common.HttpCase if compat.SERIES >= 15 else common.HttpSavepointCase
 
 
 class GraphCaseMixin:
     """Starts one fake Microsoft per test class and configures a Graph mail server against it."""
+
+    @classmethod
+    def odoo_base_url(cls):
+        """Where the test's Odoo serves HTTP (14.0 has no HttpCase.base_url())."""
+        if hasattr(cls, "base_url"):
+            return cls.base_url()
+        return f"http://{common.HOST}:{config['http_port']}"
+
+    def assertFailureType(self, mail, failure_type):
+        """mail.mail.failure_type; 14.0 has no such field (its notifications carry one)."""
+        if compat.MAIL_HAS_FAILURE_TYPE:
+            self.assertEqual(mail.failure_type, failure_type)
 
     @classmethod
     def setUpGraph(cls):
@@ -102,12 +126,15 @@ class GraphCaseMixin:
         """Turn the SMTP fallback on, towards a local sink that keeps what it receives (stopped after the test)."""
         sink = SmtpSink().start()
         self.addCleanup(sink.stop)
-        self.server.write({"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
-                           "smtp_authentication": "login", "smtp_encryption": "none"})  # fmt: skip
+        values = {"graph_smtp_fallback": True, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
+                  "smtp_encryption": "none"}  # fmt: skip
+        if compat.SERIES >= 15:
+            values["smtp_authentication"] = "login"  # 14.0 has no smtp_authentication
+        self.server.write(values)
         return sink
 
 
-class GraphTransactionCase(GraphCaseMixin, common.TransactionCase):
+class GraphTransactionCase(GraphCaseMixin, TransactionCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()

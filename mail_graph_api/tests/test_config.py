@@ -9,6 +9,8 @@ from .common import SENDER, GraphTransactionCase
 @tagged("post_install", "-at_install", "mail_graph_api")
 class TestGraphConfig(GraphTransactionCase):
     def test_from_filter_defaults_to_sender(self):
+        if not compat.has_from_filter():
+            self.skipTest("14.0 has no from_filter: Odoo sends through the first server by sequence")
         self.assertEqual(self.server.from_filter, SENDER)
         server = self.env["ir.mail_server"].create(self.graph_server_values(name="other", from_filter="contoso.com"))
         self.assertEqual(server.from_filter, "contoso.com", "an explicit filter is kept")
@@ -36,7 +38,8 @@ class TestGraphConfig(GraphTransactionCase):
             form.graph_client_secret = "x"
             form.graph_tenant_id = self.server.graph_tenant_id
             form.graph_sender_email = "noreply@contoso.onmicrosoft.com"
-            self.assertEqual(form.from_filter, "noreply@contoso.onmicrosoft.com")
+            if compat.has_from_filter():
+                self.assertEqual(form.from_filter, "noreply@contoso.onmicrosoft.com")
         server = form.save()
         self.assertFalse(server.smtp_host, "no SMTP host needed without fallback")
 

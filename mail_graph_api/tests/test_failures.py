@@ -2,6 +2,7 @@
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from .. import compat
 from .common import SENDER, GraphTransactionCase
 
 
@@ -42,7 +43,7 @@ class TestGraphFailures(GraphTransactionCase):
         before = self.server.sudo().graph_refresh_token
         self.fake.expire_tokens()
         self._mail().send()
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         after = self.server.sudo().graph_refresh_token
         self.assertTrue(after)
         self.assertNotEqual(before, after)
@@ -54,13 +55,13 @@ class TestGraphFailures(GraphTransactionCase):
         mail = self._mail()
         mail.send()
         self.assertEqual(mail.state, "exception")
-        self.assertEqual(mail.failure_type, "mail_smtp")
+        self.assertFailureType(mail, "mail_smtp")
         self.assertIn("Authenticate with Microsoft", mail.failure_reason)
         self.assertEqual(mail.failure_reason.count("Authenticate with Microsoft"), 1, "the hint is given once")
         token_rows = self._logs().filtered(lambda log: log.operation == "token")
         self.assertEqual(token_rows.mapped("code"), ["AADSTS50173"], "the sign-in failure has its log row")
         self.assertIn("invalid_grant", token_rows.message)
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         self.assertEqual(self.server.graph_connection_state, "reauth")
         self.assertEqual(self.sent(), [])
         # Later mails fail at once with the same reason, without calling Microsoft again.
@@ -108,7 +109,7 @@ class TestGraphFailures(GraphTransactionCase):
         mail = self._mail()
         mail.send()
         self.assertEqual(mail.state, "exception")
-        self.assertEqual(mail.failure_type, "mail_smtp")
+        self.assertFailureType(mail, "mail_smtp")
         self.assertIn("ErrorSendAsDenied", mail.failure_reason)
         request_id = self.graph_calls("sendMail")[-1]["request_id"]
         self.assertIn(request_id, mail.failure_reason)

@@ -6,12 +6,12 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import requests
 
-from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tests import new_test_user, tagged
 from odoo.tools import mute_logger
 
 from .. import compat
 from ..oauth_state import make_state
-from .common import GraphCaseMixin
+from .common import GraphCaseMixin, HttpCase
 
 CALLBACK = "/mail_graph_api/auth/callback"
 
@@ -21,7 +21,7 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.base_url())
+        cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.odoo_base_url())
         cls.setUpGraph()
 
     def _authorize(self):
@@ -52,7 +52,7 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
         page = self._callback(query)
         self.assertEqual(page.status_code, 200)
         self.assertIn("Connected to Microsoft", page.text)
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         server = self.server.sudo()
         self.assertEqual(server.graph_connection_state, "connected")
         self.assertEqual(server.graph_account, self.fake.config()["signed_in_user"])
@@ -66,11 +66,11 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
         self.authenticate("admin", "admin")
         query = self._authorize()
         self._callback(query)
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         refresh_token = self.server.sudo().graph_refresh_token
         page = self._callback(query)
         self.assertIn("already used", page.text)
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         self.assertEqual(self.server.sudo().graph_refresh_token, refresh_token)
 
     @mute_logger("odoo.addons.mail_graph_api.controllers.main")
@@ -98,9 +98,9 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
     @mute_logger("odoo.addons.mail_graph_api.controllers.main")
     def test_other_users_state_refused(self):
         other_admin = new_test_user(
-            self.env(context={}), login="admin2", groups="base.group_system", password="admin2pass!"
+            self.env(context={}), login="mail_graph_api_admin2", groups="base.group_system", password="admin2pass!"
         )
-        self.authenticate("admin2", "admin2pass!")
+        self.authenticate("mail_graph_api_admin2", "admin2pass!")
         query = self._authorize()  # state signed for base.user_admin, callback by admin2
         self.assertNotEqual(other_admin, self.env.ref("base.user_admin"))
         page = self._callback(query)
@@ -109,8 +109,10 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
 
     @mute_logger("odoo.addons.mail_graph_api.controllers.main", "odoo.http")
     def test_non_admin_refused(self):
-        new_test_user(self.env(context={}), login="clerk", groups="base.group_user", password="clerkpass!")
-        self.authenticate("clerk", "clerkpass!")
+        new_test_user(
+            self.env(context={}), login="mail_graph_api_clerk", groups="base.group_user", password="clerkpass!"
+        )
+        self.authenticate("mail_graph_api_clerk", "clerkpass!")
         query = self._authorize()
         page = self._callback(query)
         self.assertEqual(page.status_code, 403)
@@ -143,7 +145,7 @@ class TestGraphOAuth(GraphCaseMixin, HttpCase):
         self.assertNotIn("evil.example", page.text)
 
     def _assert_nothing_stored(self):
-        self.server.invalidate_recordset()
+        compat.invalidate(self.server)
         server = self.server.sudo()
         self.assertFalse(server.graph_refresh_token)
         self.assertNotEqual(server.graph_connection_state, "connected")

@@ -21,7 +21,7 @@ class TestGraphSecurity(GraphTransactionCase):
         self.env["mail.mail"].sudo().create(
             {"email_to": "a@fabrikam.example", "subject": "s", "mail_server_id": self.server.id}
         ).send()
-        user = new_test_user(self.env(context={}), login="clerk", groups="base.group_user")
+        user = new_test_user(self.env(context={}), login="mail_graph_api_clerk", groups="base.group_user")
         with self.assertRaises(AccessError):
             self.server.with_user(user).read(["graph_refresh_token"])
         with self.assertRaises(AccessError):
@@ -30,7 +30,7 @@ class TestGraphSecurity(GraphTransactionCase):
             self.env["mail.graph.api.log"].with_user(user).search_count([])
 
     def test_portal_user_refused(self):
-        user = new_test_user(self.env(context={}), login="portal", groups="base.group_portal")
+        user = new_test_user(self.env(context={}), login="mail_graph_api_portal", groups="base.group_portal")
         with self.assertRaises(AccessError):
             self.env["mail.graph.api.log"].with_user(user).search([])
         with self.assertRaises(AccessError):

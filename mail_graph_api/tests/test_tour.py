@@ -1,8 +1,8 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
-from odoo.tests import HttpCase, tagged
+from odoo.tests import tagged
 
 from .. import compat
-from .common import GraphCaseMixin
+from .common import GraphCaseMixin, HttpCase
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
@@ -10,7 +10,7 @@ class TestGraphTour(GraphCaseMixin, HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.base_url())
+        cls.env["ir.config_parameter"].sudo().set_param("web.base.url", cls.odoo_base_url())
         cls.setUpGraph()
         # The fake listens on a random port: new mail servers default to its endpoints, as an administrator
         # of a national cloud would set them by hand.
@@ -21,7 +21,7 @@ class TestGraphTour(GraphCaseMixin, HttpCase):
 
     def test_configure_authenticate_and_test_connection(self):
         self.start_tour(compat.new_mail_server_url(), "mail_graph_api_tour", login="admin", timeout=90)
-        self.env.invalidate_all()
+        compat.invalidate_all(self.env)
         server = self.env["ir.mail_server"].sudo().search([("id", "!=", self.server.id)])
         self.assertEqual(len(server), 1, server.read(["name", "use_graph_api"]))
         self.assertEqual(server.name, "Microsoft Graph tour")
