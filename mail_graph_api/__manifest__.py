@@ -22,7 +22,9 @@
         "data/ir_config_parameter.xml",
     ],
     "assets": {
-        "web.assets_tests": ["mail_graph_api/static/tests/tours/*.js"],
+        # 14.0 bundles the legacy tour through views/assets_legacy.xml. It lives outside static/tests: 18.0+
+        # would load anything there as an ES module.
+        "web.assets_tests": ["mail_graph_api/static/tests/tours/*.js", "mail_graph_api/static/legacy/tours/*.js"],
     },
     "installable": True,
 }

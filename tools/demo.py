@@ -1,6 +1,6 @@
 """The demo: real Odoo + PostgreSQL, the fake Microsoft, mail_graph_api configured and sending.
 
-Run it with ``./dev demo`` (``--series 17.0|18.0|19.0``, ``--no-serve`` to stop at the end). It finds Odoo like
+Run it with ``./dev demo`` (``--series 14.0`` to ``19.0``, ``--no-serve`` to stop at the end). It finds Odoo like
 the tests do (see tools/odoo_tier.py): $MAIL_GRAPH_ODOO_<series>, else /opt/odoo/<series>.
 """
 

@@ -91,7 +91,8 @@ def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, lab
     db = f"mga_{label}_{series.replace('.', '_')}_{os.getpid()}"  # unique: parallel runs never share a database
     subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
     log = logdir / f"{label}-{series}.log"
-    without_demo = ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
+    # Odoo's runbot and the OCA's CI install demo data: the "_demo" runs do too.
+    without_demo = [] if label.endswith("_demo") else ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
     cmd = [
         str(python),
         str(tree / "odoo-bin"),
@@ -160,6 +161,8 @@ def run_series(series: str, args, logdir: Path) -> tuple[list[str], int, int]:
     tree, python = found
     ensure_core_installed(python)
     runs = [("addon", "mail_graph_api", args.tags), ("process", None, None)]
+    if series in args.demo_data:
+        runs.insert(1, ("addon_demo", "mail_graph_api", args.tags))
     if args.odoo_mail_tests:
         runs.append(("odoo_mail", "mail_graph_api," + ODOO_MAIL_TESTS["modules"], ODOO_MAIL_TESTS["tags"]))
     lines, passed, failed = [], 0, 0
@@ -172,7 +175,9 @@ def run_series(series: str, args, logdir: Path) -> tuple[list[str], int, int]:
         passed += max(total - bad, 0)
         failed += bad if (ok or bad) else 1  # a run that broke without a test failing
         status = "ok" if ok else "FAILED"
-        lines.append(f"odoo {series} {label}: {max(total - bad, 0)} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}")
+        lines.append(
+            f"odoo {series} {label}: {max(total - bad, 0)} passed, {bad} failed ({seconds:.0f} s) {status} log: {log}"
+        )
         if not ok:
             if total == 0:
                 lines.append(f"  no test ran: see {log}")
@@ -185,6 +190,9 @@ def main() -> int:
     parser.add_argument("--series", nargs="*", default=os.environ.get("MAIL_GRAPH_SERIES", " ".join(SERIES)).split())
     parser.add_argument("--odoo-mail-tests", action="store_true", help="also run Odoo's own mail tests")
     parser.add_argument("--tags", default="/mail_graph_api", help="test tags for the addon run")
+    parser.add_argument(
+        "--demo-data", nargs="*", default=[], metavar="SERIES", help="also run the addon's tests on a demo database"
+    )
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MAIL_GRAPH_TIER_JOBS", "2")))
     args = parser.parse_args()
     logdir = REPO / "var" / "logs"

@@ -4,6 +4,7 @@ import email
 import email.policy
 import hashlib
 import os
+from contextlib import nullcontext
 from unittest.mock import patch
 
 from odoo.tests import tagged
@@ -90,6 +91,64 @@ class TestGraphSending(GraphTransactionCase):
         self.assertEqual(received["bcc"], ["hidden@fabrikam.example"])
         raw = self.fake.raw(received["id"])
         self.assertNotIn(b"hidden@fabrikam.example", raw)
+
+    def test_envelope_is_the_one_odoos_smtp_path_computes(self):
+        """Odoo's own send_email() hands a plain SMTP session the envelope and headers our Graph path computes
+        and sends (14.0 has no _prepare_email_message: compat rebuilds the envelope of its send_email())."""
+
+        def message(**headers):
+            return compat.build_email(
+                self.env["ir.mail_server"],
+                email_from=SENDER,
+                email_to=["to@fabrikam.example", "Two <two@fabrikam.example>"],
+                email_cc=["cc@fabrikam.example"],
+                email_bcc=["hidden@fabrikam.example"],
+                subject="envelope",
+                body="hi",
+                message_id="<envelope.1@contoso.onmicrosoft.com>",
+                headers=headers,
+            )
+
+        class RecordingSmtp:
+            def __init__(self):
+                self.sent = []
+
+            def send_message(self, msg, from_addr, to_addrs):
+                self.sent.append((msg, from_addr, to_addrs))
+
+            def quit(self):
+                pass
+
+        def odoo_smtp_path(msg):
+            smtp = RecordingSmtp()
+            plain = self.env["ir.mail_server"].with_context(mail_graph_api_smtp=True)  # Odoo's own send_email()
+            # 14.0's send_email() also asks the registry whether tests run
+            registry_gate = patch.object(type(self.env.registry), "in_test_mode", lambda registry: False)
+            with compat.smtp_allowed_in_tests(self.env), registry_gate if compat.SERIES <= 14 else nullcontext():
+                plain.send_email(msg, smtp_session=smtp)
+            ((sent, smtp_from, recipients),) = smtp.sent
+            return sent, smtp_from, recipients
+
+        forged = '"Followers of Order 7" <catchall@contoso.onmicrosoft.com>'
+        odoo_message, odoo_from, odoo_recipients = odoo_smtp_path(message(**{"X-Forge-To": forged}))
+        ours_from, ours_recipients, ours = compat.prepare_email_message(
+            self.env["ir.mail_server"], message(**{"X-Forge-To": forged}), None
+        )
+        self.assertEqual((ours_from, ours_recipients), (odoo_from, odoo_recipients))
+        self.assertEqual(
+            [(name, ours[name]) for name in ("To", "Cc", "Bcc", "X-Forge-To", "Message-Id")],
+            [(name, odoo_message[name]) for name in ("To", "Cc", "Bcc", "X-Forge-To", "Message-Id")],
+        )
+        self.assertIn("catchall@contoso.onmicrosoft.com", ours["To"], "X-Forge-To replaced To, as Odoo does")
+        self.assertNotIn("to@fabrikam.example", ours["To"])
+
+        # What Microsoft delivers is that envelope: To, Cc and the Bcc, which no recipient sees.
+        self.env["ir.mail_server"].send_email(message(), mail_server_id=self.server.id)
+        (received,) = self.sent()
+        _odoo_message, _odoo_from, odoo_recipients = odoo_smtp_path(message())
+        self.assertEqual(sorted(received["to"] + received["cc"] + received["bcc"]), sorted(odoo_recipients))
+        self.assertEqual(received["bcc"], ["hidden@fabrikam.example"])
+        self.assertNotIn(b"hidden@fabrikam.example", self.fake.raw(received["id"]))
 
     def test_threading_headers_byte_identical(self):
         parent = "<parent.123@contoso.onmicrosoft.com>"

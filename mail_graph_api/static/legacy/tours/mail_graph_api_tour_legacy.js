@@ -1,6 +1,7 @@
 // License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 // The same tour as mail_graph_api_tour.js for 14.0, 15.0 and 16.0, whose tour manager is the legacy
-// "web_tour.tour" module. A plain script: from 17.0 on (odoo.loader exists) it does nothing.
+// "web_tour.tour" module. A plain script (outside static/src and static/tests, which 18.0+ load as ES modules):
+// from 17.0 on (odoo.loader exists) it does nothing.
 (function () {
     "use strict";
     if (!window.odoo || odoo.loader || !odoo.define) {
