@@ -20,7 +20,8 @@ SECRET_FIELDS = (
 def _states(env, mail_ids: List[int]) -> List[Dict[str, Any]]:
     mails = env["mail.mail"].browse(mail_ids)
     _compat().invalidate(mails)
-    return mails.read(["state", "failure_type", "failure_reason", "message_id"])
+    fields = ["state", "failure_reason", "message_id"] + (["failure_type"] if "failure_type" in mails._fields else [])
+    return mails.read(fields)  # 14.0's mail.mail has no failure_type
 
 
 def drain(env, mail_ids: List[int], start_at: float = 0.0) -> List[Dict[str, Any]]:

@@ -58,7 +58,7 @@ def _rpc(client, model: str, method: str, *args, **kwargs) -> Any:
 
 
 def _csrf(client, url: str) -> Optional[str]:
-    page = client.http.get(f"{url}/odoo", timeout=60)
+    page = client.http.get(f"{url}/web", timeout=60)  # the web client (18.0+ redirects it to /odoo)
     found = re.search(r'csrf_token\s*:\s*"([0-9a-f]+o?[0-9]*)"', page.text)
     return found.group(1) if found else None
 
@@ -193,9 +193,10 @@ class Security:
             "import_compat": False,
             "groupby": [],
         }
-        return client.http.post(
-            f"{self.stack.url}/web/export/csv", data={"data": json.dumps(data), "csrf_token": token or ""}, timeout=60
-        )
+        form = {"data": json.dumps(data), "csrf_token": token or ""}
+        if self.stack.series == "14.0":
+            form["token"] = "0"  # 14.0's export also takes the download token its web client sends
+        return client.http.post(f"{self.stack.url}/web/export/csv", data=form, timeout=60)
 
     # -- OAuth callback ------------------------------------------------------------------------------
 
