@@ -174,9 +174,9 @@ def drain(
         rounds += 1
         try:
             if peer:
-                mail_model.process_email_queue(ids=remaining[:QUEUE_BATCH])  # the peer drops batch_size
+                mail_model.process_email_queue(remaining[:QUEUE_BATCH])  # the peer drops batch_size
             else:
-                mail_model.process_email_queue(ids=remaining[:QUEUE_BATCH], batch_size=QUEUE_BATCH)
+                mail_model.process_email_queue(remaining[:QUEUE_BATCH], batch_size=QUEUE_BATCH)
             _compat().invalidate_all(env)
             remaining = mail_model.search([("id", "in", remaining), ("state", "=", "outgoing")]).ids
         except Exception as exc:  # what the cron would log before its next run
@@ -207,9 +207,9 @@ def send_each(env, ids: List[int], fake_url: str, peer: bool = False) -> List[Di
     for mail_id in ids:
         before = len(_fake_calls(fake_url))
         if peer:
-            env["mail.mail"].process_email_queue(ids=[mail_id])
+            env["mail.mail"].process_email_queue([mail_id])
         else:
-            env["mail.mail"].process_email_queue(ids=[mail_id], batch_size=QUEUE_BATCH)
+            env["mail.mail"].process_email_queue([mail_id], batch_size=QUEUE_BATCH)
         _compat().invalidate_all(env)
         calls = _fake_calls(fake_url)[before:]
         mail = env["mail.mail"].browse(mail_id)
@@ -277,7 +277,7 @@ def memory_send(env, warm: int, big: int, build_only: bool = False) -> Dict:
     ``build_only``: Odoo's test-mode gate is raised for the big mail, so Odoo reads the attachment and builds
     the message (and the addon prepares the envelope) but nothing is sent: Odoo's own share of the peak."""
     mail_model = env["mail.mail"]
-    mail_model.process_email_queue(ids=[warm])
+    mail_model.process_email_queue([warm])
     _compat().invalidate_all(env)
     gc.collect()
     baseline = _status_kb("VmRSS")
@@ -303,11 +303,11 @@ def memory_send(env, warm: int, big: int, build_only: bool = False) -> Dict:
 
         modules.module.current_test = True
         try:
-            mail_model.process_email_queue(ids=[big])
+            mail_model.process_email_queue([big])
         finally:
             modules.module.current_test = None
     else:
-        mail_model.process_email_queue(ids=[big])
+        mail_model.process_email_queue([big])
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()

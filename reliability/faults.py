@@ -464,7 +464,7 @@ class Matrix:
         return self.odoo.call("mail.mail", "read", ids, fields)
 
     def process(self, ids: List[int]) -> None:
-        self.odoo.call("mail.mail", "process_email_queue", ids=ids)
+        self.odoo.call("mail.mail", "process_email_queue", ids)  # by position: 19.0 renamed it email_ids
 
     def copies(self, message_ids: List[str]) -> List[int]:
         self.stack.spy.settle()

@@ -28,7 +28,7 @@ def drain(env, mail_ids: List[int], start_at: float = 0.0) -> List[Dict[str, Any
     """A mail worker: Odoo's cron entry point, restricted to these mails. ``start_at`` (epoch seconds) lines
     several workers up so that they really run at the same time."""
     time.sleep(max(0.0, start_at - time.time()))
-    env["mail.mail"].process_email_queue(ids=mail_ids)
+    env["mail.mail"].process_email_queue(mail_ids)  # by position: 19.0 renamed it email_ids
     return _states(env, mail_ids)
 
 
@@ -54,7 +54,7 @@ def drain_until_empty(
         rounds += 1
         again = []
         for ids in pending:
-            Mail.process_email_queue(ids=ids)
+            Mail.process_email_queue(ids)
             if env.cr._cnx.get_transaction_status() == TRANSACTION_STATUS_INERROR:
                 aborted += 1
             env.cr.rollback()  # every mail it sent is committed already
@@ -91,6 +91,7 @@ def make_states(env, server_id: int, uid: int = 2, stale: int = 700) -> Dict[str
 def create_users(env, users: List[Dict[str, str]]) -> Dict[str, int]:
     """Users with a password, in the named groups (xml ids, comma separated)."""
     created = {}
+    groups_field = "group_ids" if "group_ids" in env["res.users"]._fields else "groups_id"  # 19.0 renamed it
     for spec in users:
         groups = [env.ref(xmlid.strip()).id for xmlid in spec["group"].split(",")]
         user = (
@@ -102,7 +103,7 @@ def create_users(env, users: List[Dict[str, str]]) -> Dict[str, int]:
                     "login": spec["login"],
                     "password": spec["password"],
                     "email": f"{spec['login']}@contoso.example",
-                    "groups_id": [(6, 0, groups)],
+                    groups_field: [(6, 0, groups)],
                 }
             )
         )
