@@ -222,7 +222,9 @@ def main() -> int:
 
     step(f"Starting the fake Microsoft on 127.0.0.1:{args.fake_port}")
     fake = FakeMicrosoft(port=args.fake_port).start()
-    fake.configure(max_message_size=150 * MB)
+    # Register this Odoo's callback with the fake, as an administrator does in Azure (any --port works).
+    callback_uri = f"http://127.0.0.1:{args.port}/mail_graph_api/auth/callback"
+    fake.configure(max_message_size=150 * MB, redirect_uris=[callback_uri])
 
     step(f"Creating database {args.db} with mail_graph_api (PostgreSQL on 127.0.0.1:5432)")
     subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", args.db])
