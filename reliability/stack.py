@@ -25,6 +25,7 @@ from fake_microsoft import DEFAULTS, FakeMicrosoft
 from fake_microsoft.state import Fault
 from tools.demo import Odoo, wait_port
 from tools.odoo_harness import OdooInstance, graph_server_values
+from tools.odoo_tier import drop_database
 
 SENDER = DEFAULTS["signed_in_user"]
 CALLBACK_PATH = "/mail_graph_api/auth/callback"
@@ -181,7 +182,7 @@ class Stack:
     def copy_database(self, suffix: str) -> OdooInstance:
         """A copy of the database (same database.secret, other name): what a staging clone looks like."""
         name = f"{self.db}_{suffix}"
-        subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", name], stderr=subprocess.DEVNULL)
+        drop_database(name)
         subprocess.check_call(["createdb", "-h", "127.0.0.1", "-U", "root", "-T", self.db, name])
         self.extra_dbs.append(name)
         return OdooInstance(self.series, name, logdir=self.logdir)
@@ -239,9 +240,7 @@ class Stack:
         self.fake.stop()
         if not keep:
             for name in [*self.extra_dbs, self.db]:
-                subprocess.call(
-                    ["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", name], stderr=subprocess.DEVNULL
-                )
+                drop_database(name)
 
     # -- OAuth ----------------------------------------------------------------------------------------
 

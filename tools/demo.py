@@ -22,7 +22,7 @@ import requests
 
 from fake_microsoft import DEFAULTS, FakeMicrosoft
 from tools.odoo_harness import graph_server_values
-from tools.odoo_tier import REPO, addons_path, ensure_core_installed, find_odoo
+from tools.odoo_tier import REPO, addons_path, drop_database, ensure_core_installed, find_odoo
 
 MB = 1024 * 1024
 SENDER = DEFAULTS["signed_in_user"]
@@ -227,7 +227,7 @@ def main() -> int:
     fake.configure(max_message_size=150 * MB, redirect_uris=[callback_uri])
 
     step(f"Creating database {args.db} with mail_graph_api (PostgreSQL on 127.0.0.1:5432)")
-    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", args.db])
+    drop_database(args.db)
     odoo_cmd = [
         str(python),
         str(tree / "odoo-bin"),

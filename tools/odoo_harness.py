@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tools.odoo_exec import RESULT_MARKER
-from tools.odoo_tier import REPO, addons_path, ensure_core_installed, find_odoo
+from tools.odoo_tier import REPO, addons_path, drop_database, ensure_core_installed, find_odoo
 
 
 def graph_server_values(authority_url: str, graph_url: str, **overrides) -> dict:
@@ -92,7 +92,7 @@ class OdooInstance:
             raise OdooError(f"installing {modules} into {self.db} failed (exit {code}); see {log}")
 
     def drop_database(self) -> None:
-        subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", self.db])
+        drop_database(self.db)
 
     def _exec_command(self, target: str, kwargs: dict, odoo_args: list[str]) -> list[str]:
         job = {

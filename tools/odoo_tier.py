@@ -61,6 +61,11 @@ def addons_path(tree: Path) -> str:
     return ",".join(str(p) for p in paths if p == REPO or (p.is_dir() and any(p.glob("*/__manifest__.py"))))
 
 
+def drop_database(name: str) -> None:
+    """dropdb --if-exists, without PostgreSQL's NOTICE when there is none."""
+    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", name], stderr=subprocess.DEVNULL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -89,7 +94,7 @@ SUMMARY = re.compile(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests")
 
 def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, label: str, logdir: Path) -> tuple:
     db = f"mga_{label}_{series.replace('.', '_')}_{os.getpid()}"  # unique: parallel runs never share a database
-    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
+    drop_database(db)
     log = logdir / f"{label}-{series}.log"
     # Odoo's runbot and the OCA's CI install demo data: the "_demo" runs do too.
     without_demo = [] if label.endswith("_demo") else ["--without-demo"] if series >= "19.0" else ["--without-demo=all"]
@@ -125,7 +130,7 @@ def odoo_run(series: str, tree: Path, python: Path, modules: str, tags: str, lab
     bad_lines = [
         line for line in text.splitlines() if re.search(r" (ERROR|CRITICAL) ", line) and "odoo.tests" not in line
     ]
-    subprocess.call(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", db])
+    drop_database(db)
     return code, total, failed + errors, bad_lines, time.time() - started, log
 
 
