@@ -4,6 +4,7 @@ Where Odoo is looked for, per series (14.0 to 19.0):
   1. $MAIL_GRAPH_ODOO_<series>      e.g. MAIL_GRAPH_ODOO_18_0=/path/to/odoo-18 (the folder holding odoo-bin)
      $MAIL_GRAPH_ODOO_<series>_PYTHON  its interpreter (default: <ODOO_ROOT>/venv-<series>/bin/python)
   2. $ODOO_ROOT/<series> with $ODOO_ROOT/venv-<series>   (ODOO_ROOT defaults to /opt/odoo)
+  3. what ./dev demo set up when it found none (tools/odoo_setup.py: ~/.cache/mail_graph_api/odoo/<series>)
 A series that is not found prints a loud "SKIPPED: no Odoo <series>" line; it never passes silently.
 Series run side by side (--jobs, default 2: this machine's two cores); each prints its lines when it is done.
 """
@@ -52,7 +53,9 @@ def find_odoo(series: str) -> tuple[Path, Path] | None:
     python = Path(os.environ.get(key + "_PYTHON", root / f"venv-{series}" / "bin" / "python"))
     if (tree / "odoo-bin").is_file() and python.is_file():
         return tree, python
-    return None
+    from tools.odoo_setup import cached_odoo  # what ./dev demo set up for a newcomer
+
+    return cached_odoo(series)
 
 
 def addons_path(tree: Path) -> str:
