@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from typing import List, Optional
@@ -31,10 +32,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)
+    # Ctrl-C and kill stop it cleanly, also when started in the background (where a shell ignores SIGINT for its
+    # children, and Python then never raises KeyboardInterrupt).
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
     finally:
         fake.stop()
     return 0

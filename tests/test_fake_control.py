@@ -223,5 +223,5 @@ def test_command_line_prints_configuration_and_serves(tmp_path):
         assert answer.status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)  # a loaded 2-core machine (CI) can take seconds to wind the server down
+        process.wait(timeout=30)
     assert process.returncode == 0

@@ -1,7 +1,9 @@
 """The demo: real Odoo + PostgreSQL, the fake Microsoft, mail_graph_api configured and sending.
 
 Run it with ``./dev demo`` (``--series 14.0`` to ``19.0``, ``--no-serve`` to stop at the end). It finds Odoo like
-the tests do (see tools/odoo_tier.py): $MAIL_GRAPH_ODOO_<series>, else /opt/odoo/<series>.
+the tests do (see tools/odoo_tier.py): $MAIL_GRAPH_ODOO_<series>, else /opt/odoo/<series>, else what an earlier
+run set up; with none, it downloads and sets Odoo up (tools/odoo_setup.py), and when that cannot be done it runs
+the part that needs no Odoo (tools/demo_core.py) and says so.
 """
 
 from __future__ import annotations
@@ -21,16 +23,15 @@ from urllib.parse import urlparse
 import requests
 
 from fake_microsoft import DEFAULTS, FakeMicrosoft
+from tools import demo_core
+from tools.demo_core import step
 from tools.odoo_harness import graph_server_values
+from tools.odoo_setup import NIGHTLY, OdooUnavailable, SetupError, ensure_odoo
 from tools.odoo_tier import REPO, addons_path, drop_database, ensure_core_installed, find_odoo
 
 MB = 1024 * 1024
 SENDER = DEFAULTS["signed_in_user"]
 ADMIN = ("admin", "admin")
-
-
-def step(text: str) -> None:
-    print(f"==> {text}", flush=True)
 
 
 def run_with_progress(cmd: list[str], log: Path, label: str, env: dict) -> None:
@@ -208,12 +209,20 @@ def main() -> int:
 
     found = find_odoo(args.series)
     if not found:
-        key = "MAIL_GRAPH_ODOO_" + args.series.replace(".", "_")
-        sys.exit(
-            f"No Odoo {args.series} found. The demo needs Odoo community {args.series} source (the folder holding "
-            f"odoo-bin) at /opt/odoo/{args.series} with a Python environment at /opt/odoo/venv-{args.series} "
-            f"(its requirements.txt installed), or set {key} and {key}_PYTHON."
-        )
+        try:
+            found = ensure_odoo(args.series)  # a newcomer's machine: download and set Odoo up (tools/odoo_setup.py)
+        except OdooUnavailable as error:
+            print(f"==> No Odoo {args.series} here, and it cannot be set up now: {error}", flush=True)
+            code = demo_core.run(args.fake_port)
+            print(
+                f"\nThe Odoo part did NOT run. To get it: let ./dev demo download Odoo {args.series} (it needs "
+                f"{NIGHTLY.split('/{series}')[0]}), or set MAIL_GRAPH_ODOO_SOURCE to an Odoo {args.series} source "
+                f"archive (URL or file), or install Odoo at /opt/odoo/{args.series} with /opt/odoo/venv-{args.series}; "
+                "then run ./dev demo again."
+            )
+            return code
+        except SetupError as error:
+            sys.exit(f"Odoo {args.series} could not be set up: {error}")
     tree, python = found
     logs = REPO / "var" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -349,13 +358,7 @@ def report(odoo: Odoo, fake: FakeMicrosoft, mails: list, token_calls: int) -> No
         if mail["state"] != "sent":
             print(f"    {label}: {mail['failure_reason']}")
     headers = ("mail", "Odoo state", "Message-ID", "at Microsoft", "Graph calls", "time", "delivered to", "attachments")
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print()
-    print(line.format(*headers))
-    print(line.format(*("-" * w for w in widths)))
-    for row in rows:
-        print(line.format(*row))
+    demo_core.print_table(headers, rows)
     print(f"\n    token endpoint calls while sending: {token_calls}; messages at Microsoft: {len(received)}")
     print()
 

@@ -199,6 +199,7 @@ def verify(archive: Path, series: str) -> str:
 
 def _top_folder(names: Iterable[str]) -> str:
     """``odoo-18.0.post20250925/`` when every member sits in one folder (Odoo's nightly archives), else ''."""
+    names = list(names)
     tops = {name.split("/", 1)[0] for name in names if name}
     if len(tops) == 1:
         (top,) = tops
