@@ -51,8 +51,11 @@ def find_odoo(series: str) -> tuple[Path, Path] | None:
     root = Path(os.environ.get("ODOO_ROOT", "/opt/odoo"))
     tree = Path(os.environ.get(key, root / series))
     python = Path(os.environ.get(key + "_PYTHON", root / f"venv-{series}" / "bin" / "python"))
-    if (tree / "odoo-bin").is_file() and python.is_file():
-        return tree, python
+    try:
+        if (tree / "odoo-bin").is_file() and python.is_file():
+            return tree, python
+    except OSError:  # another user's Odoo (a link into a home we may not read): not ours to use
+        pass
     from tools.odoo_setup import cached_odoo  # what ./dev demo set up for a newcomer
 
     return cached_odoo(series)
