@@ -306,13 +306,17 @@ def _pip(cmd: List[str], label: str, out, total: int = 0) -> None:
     """pip with a progress bar: requirements seen so far out of those listed (their own dependencies extend
     it), elapsed time and what remains at the pace so far."""
     log = tempfile.TemporaryFile("w+")
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-    bar = Progress(f"pip {label}", total, unit="packages", scale=1, out=out)
+    bar = Progress(f"pip {label}", total, unit="packages", scale=1, out=out) if total else None
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("Collecting "):
+        if bar and line.startswith("Collecting "):
             bar.advance(1, note=line.split()[1])
-    bar.done()
+    if bar:
+        bar.done()
+    else:  # a step of one or two packages: its time is enough
+        say(out, f"    pip {label}: done in {time.monotonic() - started:.0f} s")
     if proc.wait() != 0:
         log.seek(0)
         raise SetupError(f"pip failed ({' '.join(cmd[3:6])} ...):\n{log.read()[-3000:]}")
