@@ -12,6 +12,7 @@ from .auth import (
     MailboxCredentials,
     TokenProvider,
     TokenSet,
+    certificate_expiry,
 )
 from .client import CallRecord, GraphMailClient, SendResult
 from .clouds import Cloud, resolve_cloud
@@ -70,6 +71,7 @@ __all__ = [
     "TokenSet",
     "Transport",
     "TransportError",
+    "certificate_expiry",
     "install_log_redaction",
     "redact",
     "register_secret",

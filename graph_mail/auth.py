@@ -12,6 +12,7 @@ them. Instance discovery is off for hosts that are not Microsoft's.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -242,6 +243,22 @@ def _certificate_credential(pem: Union[str, bytes], thumbprint: Optional[str]) -
         raise ConfigurationError("The certificate in the PEM cannot be read")
     credential["public_certificate"] = cert.group(0)
     return credential
+
+
+def certificate_expiry(pem: Union[str, bytes]) -> Optional[datetime.datetime]:
+    """When the certificate in ``pem`` stops being valid (naive UTC), or None when the PEM holds none."""
+    from cryptography import x509
+
+    text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else (pem or "")
+    cert = _CERT_RE.search(text)
+    if not cert:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.group(0).encode("ascii"))
+    except ValueError:
+        raise ConfigurationError("The certificate in the PEM cannot be read")
+    expiry = getattr(certificate, "not_valid_after_utc", None)  # cryptography 42+; older: naive UTC
+    return expiry.replace(tzinfo=None) if expiry is not None else certificate.not_valid_after
 
 
 _apps: Dict[Tuple[str, str, str], msal.ConfidentialClientApplication] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from urllib.parse import parse_qs, urlsplit
 
@@ -309,3 +310,16 @@ def test_identity_platform_down_is_a_retryable_transport_error():
     assert info.value.nothing_sent and info.value.retryable
     assert "Identity platform unreachable" in str(info.value)
     assert not auth_module._apps  # a failed construction is not cached
+
+
+def test_certificate_expiry_is_read_from_the_pem(certificate):
+    from graph_mail import certificate_expiry
+
+    key_pem, cert_pem, _sha1 = certificate
+    expiry = certificate_expiry(key_pem + cert_pem)
+    in_a_month = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(days=30)
+    assert expiry is not None and abs((expiry - in_a_month).total_seconds()) < 120
+    assert certificate_expiry(key_pem) is None, "a PEM with only the key names no expiry"
+    broken = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----"
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        certificate_expiry(broken)

@@ -1,4 +1,5 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+import datetime
 import json
 import logging
 import re
@@ -13,6 +14,7 @@ from graph_mail import (
     GraphMailError,
     InvalidGrantError,
     MailboxCredentials,
+    certificate_expiry,
     resolve_cloud,
 )
 
@@ -78,6 +80,18 @@ class IrMailServer(models.Model):
         help="PEM private key and certificate uploaded to the app registration (application mode).",
     )
     graph_certificate_thumbprint = fields.Char("Certificate Thumbprint", groups="base.group_system", copy=False)
+    graph_certificate_expiry = fields.Datetime(
+        "Certificate Expires",
+        compute="_compute_graph_certificate_expiry",
+        store=True,
+        help="Read from the certificate in the PEM (UTC). Upload a new certificate to the app registration before.",
+    )
+    graph_secret_expiry = fields.Date(
+        "Client Secret Expires",
+        copy=False,
+        help="The Azure portal shows it: Entra ID > App registrations > this app > Certificates & secrets > "
+        "Client secrets > Expires. Create the next secret before that day.",
+    )
     graph_refresh_token = fields.Char(groups="base.group_system", copy=False)
     graph_access_token = fields.Char(groups="base.group_system", copy=False)
     graph_access_token_expiry = fields.Datetime("Token Expiry", groups="base.group_system", copy=False, readonly=True)
@@ -210,6 +224,15 @@ class IrMailServer(models.Model):
                 "when enabled."
             )
         super(IrMailServer, self - graph)._compute_smtp_authentication_info()
+
+    @api.depends("graph_certificate")
+    def _compute_graph_certificate_expiry(self):
+        for server in self:
+            pem = server.sudo().graph_certificate
+            try:
+                server.graph_certificate_expiry = certificate_expiry(pem) if pem else False
+            except GraphMailError:
+                server.graph_certificate_expiry = False  # Test Connection says what is wrong with the PEM
 
     @api.depends("graph_log_ids")
     def _compute_graph_log_count(self):
@@ -436,6 +459,39 @@ class IrMailServer(models.Model):
             },
         }
 
+    @api.model
+    def _graph_keep_alive(self, idle_days=30):
+        """Daily cron: a delegated grant dies after 90 days without use (AADSTS700082), so renew the token of
+        every signed-in server that has not renewed it for ``idle_days``: an idle server stays ready."""
+        idle_since = fields.Datetime.now() - datetime.timedelta(days=idle_days)
+        servers = self.sudo().search(
+            [
+                ("use_graph_api", "=", True),
+                ("graph_auth_mode", "=", "delegated"),
+                ("graph_connection_state", "in", ("connected", "error")),
+                "|",
+                ("graph_access_token_expiry", "=", False),
+                ("graph_access_token_expiry", "<", idle_since),
+            ]
+        )
+        Log = self.env["mail.graph.api.log"].sudo()
+        renewed = self.browse()
+        for server in servers.filtered("graph_refresh_token"):
+            idle = server.graph_access_token_expiry
+            try:
+                ServerTokenSource.for_server(server).access_token()
+            except GraphMailError as error:
+                server._graph_record_error(error)
+                text = f"Keep-alive could not renew the grant: {error}"
+                Log._write_rows([Log._row(server, False, "keep_alive", "error", code=error.code, message=text[:500])])
+                _logger.warning("Mail server #%s: %s", server.id, text)
+                continue
+            renewed |= server
+            text = f"Renewed the delegated grant, unused since {idle or 'never'} (idle for {idle_days} days or more)"
+            Log._write_rows([Log._row(server, False, "keep_alive", "ok", message=text)])
+            _logger.info("Mail server #%s: %s", server.id, text)
+        return renewed
+
     def action_open_graph_logs(self):
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id("mail_graph_api.action_mail_graph_api_log")
@@ -507,6 +563,4 @@ class IrMailServer(models.Model):
 
 
 def _utc_from_epoch(epoch):
-    import datetime
-
     return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).replace(tzinfo=None)

@@ -1,1 +1,10 @@
-from . import test_config, test_duplicate_guard, test_failures, test_oauth, test_security, test_sending, test_tour
+from . import (
+    test_config,
+    test_duplicate_guard,
+    test_failures,
+    test_oauth,
+    test_security,
+    test_sending,
+    test_tour,
+    test_unattended,
+)

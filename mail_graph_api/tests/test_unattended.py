@@ -1,0 +1,109 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""Running unattended: grants kept alive while idle, expiry dates of secrets and certificates."""
+
+import datetime
+
+from cryptography.hazmat.primitives import serialization
+
+from odoo import fields
+from odoo.tests import Form, tagged
+from odoo.tools import mute_logger
+
+from fake_microsoft.testing import self_signed_certificate
+from graph_mail.auth import clear_caches
+
+from .. import compat, tokens
+from .common import GraphTransactionCase
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphUnattended(GraphTransactionCase):
+    def _idle(self, server, days):
+        """As if the server had last renewed its token ``days`` ago: its stored token long expired, and no
+        worker still holding one in memory."""
+        server.sudo().graph_access_token_expiry = fields.Datetime.now() - datetime.timedelta(days=days)
+        compat.flush_all(self.env)
+        tokens._memory.clear()
+        clear_caches()
+
+    def _keep_alive_rows(self, server):
+        return (
+            self.env["mail.graph.api.log"]
+            .sudo()
+            .search([("mail_server_id", "=", server.id), ("operation", "=", "keep_alive")])
+        )
+
+    def test_keep_alive_renews_only_grants_idle_for_30_days(self):
+        self.connect_server()
+        busy = self.env["ir.mail_server"].create(self.graph_server_values(name="busy"))
+        self.connect_server(busy)
+        self._idle(self.server, 31)
+        self._idle(busy, 29)
+        self.mark()
+        renewed = self.env["ir.mail_server"]._graph_keep_alive()
+        self.assertEqual(renewed, self.server)
+        refreshes = [call for call in self.graph_calls("token") if call["grant_type"] == "refresh_token"]
+        self.assertEqual(len(refreshes), 1, "one refresh, for the idle server only")
+        compat.invalidate(self.server | busy)
+        self.assertGreater(self.server.sudo().graph_access_token_expiry, fields.Datetime.now())
+        self.assertEqual(self.server.graph_connection_state, "connected")
+        (row,) = self._keep_alive_rows(self.server)
+        self.assertEqual(row.outcome, "ok")
+        self.assertIn("Renewed the delegated grant", row.message)
+        self.assertFalse(self._keep_alive_rows(busy))
+
+    @mute_logger("odoo.addons.mail_graph_api.models.ir_mail_server")
+    def test_keep_alive_reports_a_revoked_grant(self):
+        self.connect_server()
+        self._idle(self.server, 40)
+        self.fake.revoke_refresh_tokens()
+        self.assertFalse(self.env["ir.mail_server"]._graph_keep_alive())
+        compat.invalidate(self.server)
+        self.assertEqual(self.server.graph_connection_state, "reauth")
+        (row,) = self._keep_alive_rows(self.server)
+        self.assertEqual(row.outcome, "error")
+        self.assertIn("could not renew", row.message)
+
+    def test_keep_alive_leaves_application_mode_and_signed_out_servers_alone(self):
+        app = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="app", graph_auth_mode="application_secret")
+        )
+        self._idle(app, 60)
+        self._idle(self.server, 60)  # never signed in: nothing to renew
+        self.mark()
+        self.assertFalse(self.env["ir.mail_server"]._graph_keep_alive())
+        self.assertFalse(self.graph_calls("token"))
+
+    def test_keep_alive_cron_runs_daily_forever(self):
+        cron = self.env.ref("mail_graph_api.ir_cron_mail_graph_api_keep_alive")
+        self.assertTrue(cron.active)
+        self.assertEqual((cron.interval_number, cron.interval_type), (1, "days"))
+        self.assertIn("_graph_keep_alive", cron.code)
+        if "numbercall" in cron._fields:  # up to 17.0 a cron stops after numbercall runs
+            self.assertEqual(cron.numbercall, -1)
+            cleanup = self.env.ref("mail_graph_api.ir_cron_mail_graph_api_log_cleanup")
+            self.assertEqual(cleanup.numbercall, -1)
+
+    def test_certificate_expiry_read_from_the_pem(self):
+        key, cert = self_signed_certificate("odoo-graph")
+        pem = (
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+            + cert.public_bytes(serialization.Encoding.PEM).decode()
+        )
+        server = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="cert", graph_auth_mode="application_certificate", graph_certificate=pem)
+        )
+        expected = getattr(cert, "not_valid_after_utc", None)
+        expected = expected.replace(tzinfo=None) if expected else cert.not_valid_after
+        self.assertEqual(server.graph_certificate_expiry, expected.replace(microsecond=0))
+        server.graph_certificate = False
+        self.assertFalse(server.graph_certificate_expiry)
+
+    def test_secret_expiry_is_entered_on_the_form(self):
+        help_text = self.env["ir.mail_server"]._fields["graph_secret_expiry"].help
+        self.assertIn("Certificates & secrets", help_text, "the form says where Azure shows the date")
+        with Form(self.server) as form:
+            form.graph_secret_expiry = datetime.date(2027, 3, 31)
+        self.assertEqual(self.server.graph_secret_expiry, datetime.date(2027, 3, 31))
