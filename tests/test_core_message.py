@@ -93,8 +93,9 @@ def test_existing_bcc_header_is_merged_not_duplicated():
 
 
 def test_recipients_mangled_by_header_folding_still_get_delivered():
-    # CPython folds this To into bytes where an encoded comma merges both addresses into one:
-    # the second recipient is not visible to a parser, so it must be delivered through Bcc.
+    # Some CPython releases (3.11.7, not Debian's 3.11.2) fold this To into bytes where an encoded comma merges
+    # both addresses into one: the second recipient is then not visible to a parser, so it must be delivered
+    # through Bcc. Either way both are delivered.
     msg = EmailMessage()
     msg["From"] = SENDER
     msg["To"] = [
@@ -104,7 +105,7 @@ def test_recipients_mangled_by_header_folding_still_get_delivered():
     msg.set_content("x")
     plan = build_plan(msg, Envelope(SENDER, ["first@alpha.example", "second@alpha.example"]))
     parsed = email.message_from_bytes(decoded(plan), policy=email.policy.default)
-    delivered = {a.addr_spec for name in ("To", "Bcc") for a in parsed[name].addresses}
+    delivered = {a.addr_spec for name in ("To", "Bcc") if parsed[name] is not None for a in parsed[name].addresses}
     assert delivered == {"first@alpha.example", "second@alpha.example"}
 
 
