@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script (python tools/odoo_tier.py): tools.odoo_setup must import
+    sys.path.insert(0, str(REPO))
 SERIES = ("14.0", "15.0", "16.0", "17.0", "18.0", "19.0")
 # Odoo's own mail tests that must keep passing with the addon installed (mail server, queue, gateway, replies).
 ODOO_MAIL_TESTS = {
