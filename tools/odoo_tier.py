@@ -167,8 +167,8 @@ def run_series(series: str, args, logdir: Path) -> tuple[list[str], int, int]:
     found = find_odoo(series)
     if not found:
         line = (
-            f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')} or install it at "
-            f"/opt/odoo/{series} with /opt/odoo/venv-{series})"
+            f"SKIPPED: no Odoo {series} (set MAIL_GRAPH_ODOO_{series.replace('.', '_')}, install it at "
+            f"/opt/odoo/{series} with /opt/odoo/venv-{series}, or let `python -m tools.odoo_setup {series}` set it up)"
         )
         return [line], 0, 0
     tree, python = found
