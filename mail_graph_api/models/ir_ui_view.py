@@ -7,8 +7,12 @@ from odoo import api, models
 from .. import compat
 
 
-def _ours(data):
-    return (data.get("xml_id") or "").startswith("mail_graph_api.")
+def _adapt_ours(data_list, field, adapt):
+    """Rewrite ``field`` of the records this module loads with ``adapt`` (the others pass untouched)."""
+    for data in data_list:
+        values = data["values"]
+        if (data.get("xml_id") or "").startswith("mail_graph_api.") and values.get(field):
+            values[field] = adapt(values[field])
 
 
 class IrUiView(models.Model):
@@ -16,9 +20,7 @@ class IrUiView(models.Model):
 
     @api.model
     def _load_records(self, data_list, update=False):
-        for data in data_list:
-            if _ours(data) and data["values"].get("arch"):
-                data["values"]["arch"] = compat.adapt_arch(data["values"]["arch"])
+        _adapt_ours(data_list, "arch", compat.adapt_arch)
         return super()._load_records(data_list, update=update)
 
 
@@ -27,7 +29,5 @@ class IrActionsActWindow(models.Model):
 
     @api.model
     def _load_records(self, data_list, update=False):
-        for data in data_list:
-            if _ours(data) and data["values"].get("view_mode"):
-                data["values"]["view_mode"] = compat.adapt_view_mode(data["values"]["view_mode"])
+        _adapt_ours(data_list, "view_mode", compat.adapt_view_mode)
         return super()._load_records(data_list, update=update)
