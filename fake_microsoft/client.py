@@ -28,11 +28,13 @@ class FakeControl:
     def graph_url(self) -> str:
         return self.url + "/v1.0"
 
-    def _call(self, method: str, path: str, payload: Optional[Dict[str, Any]] = None) -> bytes:
-        data = json.dumps(payload).encode("utf-8") if payload is not None else None
+    def _call(
+        self, method: str, path: str, payload: Optional[Dict[str, Any]] = None, raw: Optional[bytes] = None
+    ) -> bytes:
+        data = json.dumps(payload).encode("utf-8") if payload is not None else raw
         request = urllib.request.Request(self.url + "/_fake/" + path, data=data, method=method)  # noqa: S310
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", "application/json" if raw is None else "message/rfc822")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310 - loopback URL
                 return answer.read()
@@ -61,6 +63,17 @@ class FakeControl:
 
     def raw(self, message_id: str) -> bytes:
         return self._call("GET", f"messages/{quote(message_id, safe='')}/raw")
+
+    def deliver(self, mailbox: str, raw: bytes, folder: str = "inbox") -> str:
+        path = f"mailboxes/{quote(mailbox, safe='@')}/messages?" + urlencode({"folder": folder})
+        return str(json.loads(self._call("POST", path, raw=raw))["id"])
+
+    def mailbox_messages(self, mailbox: str, folder: Optional[str] = None) -> List[Dict[str, Any]]:
+        query = "?" + urlencode({"folder": folder}) if folder is not None else ""
+        return self._json("GET", f"mailboxes/{quote(mailbox, safe='@')}/messages{query}")
+
+    def expire_delta_tokens(self) -> None:
+        self._call("POST", "delta/expire")
 
     def calls(self, route: Optional[str] = None) -> List[Dict[str, Any]]:
         return self._json("GET", "calls" + ("?" + urlencode({"route": route}) if route else ""))

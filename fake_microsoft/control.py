@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any, Dict, List, Optional
 
+from . import delta
+from . import mailbox as store
 from .defaults import DEFAULTS, UPLOAD_MAX
 from .jwt import Certificate
 from .state import State
@@ -49,6 +51,10 @@ class Control:
                 isinstance(u, dict) and u.get("userPrincipalName") and u.get("id") for u in value
             ):
                 raise ValueError("each user needs at least an id and a userPrincipalName")
+            if key == "refused_recipients" and not all(isinstance(r, str) and r.strip() for r in value):
+                raise ValueError("refused_recipients must be a list of addresses or domains")
+            if key == "ndr_original" and value not in ("message", "headers"):
+                raise ValueError("ndr_original must be 'message' or 'headers'")
             if key == "certificates":
                 for pem in value:
                     Certificate(pem)  # refuse what cannot be loaded now, not at the next token request
@@ -65,6 +71,34 @@ class Control:
         """The exact MIME bytes as delivered (without Bcc); KeyError for an unknown id."""
         with self.state.lock:
             return self.state.raw[message_id]
+
+    def deliver(self, mailbox: str, raw: bytes, folder: str = "inbox") -> str:
+        """File ``raw`` in a mailbox folder as if it came from outside (a reply, mail to an alias); its id."""
+        if not isinstance(raw, bytes) or not raw:
+            raise TypeError("raw must be the message's MIME bytes")
+        with self.state.lock:
+            user = self._user(mailbox)
+            return store.store(self.state, user["userPrincipalName"], raw, folder).id
+
+    def mailbox_messages(self, mailbox: str, folder: Optional[str] = None) -> List[Dict[str, Any]]:
+        """What a mailbox holds (every folder, or one by id, well-known name or displayName), oldest first."""
+        with self.state.lock:
+            box = store.get_mailbox(self.state, self._user(mailbox)["userPrincipalName"])
+            wanted = store.find_folder(box, folder, by_name=True) if folder is not None else None
+            if folder is not None and wanted is None:
+                raise ValueError(f"no folder {folder!r} in mailbox {mailbox}")
+            found = [m for m in box.messages.values() if wanted is None or m.folder_id == wanted.id]
+            return [store.summary(box, m) for m in sorted(found, key=lambda m: (m.received, m.seq))]
+
+    def expire_delta_tokens(self) -> None:
+        """Every delta and skip token issued so far answers 410 SyncStateNotFound from now on."""
+        delta.expire_all(self.state)
+
+    def _user(self, key: str) -> Dict[str, Any]:
+        user = self.state.find_user(key)
+        if user is None:
+            raise ValueError(f"no mailbox {key!r}")
+        return user
 
     def calls(self, route: Optional[str] = None) -> List[Dict[str, Any]]:
         with self.state.lock:
@@ -131,6 +165,14 @@ def handle(control: Control, request: Request, subpath: str) -> Response:
                 return Response(200, control.raw(parts[1]), [("Content-Type", "message/rfc822")])
             except KeyError:
                 return json_response(404, {"error": f"no message {parts[1]}"})
+        if len(parts) == 3 and parts[0] == "mailboxes" and parts[2] == "messages" and method == "POST":
+            message_id = control.deliver(parts[1], request.body, request.arg("folder") or "inbox")
+            return json_response(201, {"id": message_id})
+        if len(parts) == 3 and parts[0] == "mailboxes" and parts[2] == "messages" and method == "GET":
+            return json_response(200, control.mailbox_messages(parts[1], request.arg("folder")))
+        if parts == ["delta", "expire"] and method == "POST":
+            control.expire_delta_tokens()
+            return json_response(200, {"ok": True})
         if parts == ["calls"] and method == "GET":
             return json_response(200, control.calls(request.arg("route")))
         if parts == ["faults"] and method == "POST":

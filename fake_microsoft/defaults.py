@@ -77,6 +77,9 @@ DEFAULTS: Dict[str, Any] = {
     "refresh_token_lifetime": 90 * 24 * 3600,
     "upload_session_lifetime": 3600,
     "max_message_size": 35 * MB,
+    "refused_recipients": [],  # addresses or domains ("@example.com"/"example.com") that bounce with an NDR
+    "ndr_original": "message",  # NDR part 3: "message" (message/rfc822) or "headers" (text/rfc822-headers)
+    "delta_token_lifetime": 7 * 24 * 3600,  # seconds a delta or skip token stays usable (then 410)
 }
 
 

@@ -13,7 +13,8 @@ import re
 import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import mime
+from . import mailbox as mailbox_store
+from . import mime, ndr
 from .defaults import (
     CHUNK_MAX,
     CHUNK_MULTIPLE,
@@ -322,9 +323,24 @@ def _deliver(
         "client_request_id": request.client_request_id,
         "request_id": request.request_id,
         "received_at": utcnow_iso(state.clock()),
+        "refused": ndr.refused_addresses(state.config, envelope),
     }
     state.messages.append(record)
     state.raw[message_id] = raw
+    upn = mailbox["userPrincipalName"]
+    if save:  # the sender's copy, readable like any message (same id as the sentItems route shows)
+        mailbox_store.store(state, upn, raw, "sentitems", is_read=True, message_id=message_id)
+    if record["refused"]:
+        # Graph answered 202 already in spirit: refusal comes later, as an NDR in the sender's Inbox.
+        report = ndr.build_ndr(
+            raw,
+            mailbox.get("mail") or upn,
+            [ndr.recipient_not_found(a) for a in record["refused"]],
+            state.config["tenant_domain"],
+            state.clock(),
+            state.config["ndr_original"],
+        )
+        mailbox_store.store(state, upn, report, "inbox")
     if save:
         state.sent_items.setdefault(mailbox["userPrincipalName"].lower(), []).append(
             {

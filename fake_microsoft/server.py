@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
-from . import control, graph, identity
+from . import control, delta, graph, identity, inbox
 from .control import Control
 from .state import Fault, State
 from .web import AadError, AadErrorPage, GraphError, Request, Response
@@ -21,7 +21,8 @@ Handler = Callable[..., Response]
 _MAILBOX = r"(?:me|users/(?P<user>[^/]+))"
 GRAPH_ROUTES = {
     "me", "users", "sendMail", "createDraft", "createUploadSession", "addAttachment", "upload", "send", "deleteDraft",
-    "sentItems",
+    "sentItems", "listFolders", "getFolder", "createFolder", "delta", "getMessage", "messageValue", "updateMessage",
+    "moveMessage",
 }  # fmt: skip
 DEFAULT_CODES = {
     400: "BadRequest",
@@ -73,6 +74,23 @@ def _route_table() -> List[Tuple[Set[str], Pattern[str], str, Handler]]:
          lambda s, r, p: graph.add_attachment(s, r, _target(p), p["id"])),
         ("GET", rf"/v1\.0/{_MAILBOX}/mailFolders/(?P<folder>[^/]+)/messages", "sentItems",
          lambda s, r, p: graph.sent_items(s, r, _target(p), p["folder"])),
+        ("GET", rf"/v1\.0/{_MAILBOX}/mailFolders", "listFolders",
+         lambda s, r, p: inbox.list_folders(s, r, _target(p))),
+        ("POST", rf"/v1\.0/{_MAILBOX}/mailFolders", "createFolder",
+         lambda s, r, p: inbox.create_mail_folder(s, r, _target(p))),
+        ("GET", rf"/v1\.0/{_MAILBOX}/mailFolders/(?P<folder>[^/]+)", "getFolder",
+         lambda s, r, p: inbox.get_folder(s, r, _target(p), p["folder"])),
+        ("GET", rf"/v1\.0/{_MAILBOX}/mailFolders/(?P<folder>[^/]+)/messages/delta", "delta",
+         lambda s, r, p: delta.delta(s, r, _target(p), p["folder"])),
+        ("GET", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)", "getMessage",
+         lambda s, r, p: inbox.get_message(s, r, _target(p), p["id"])),
+        ("PATCH", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)", "updateMessage",
+         lambda s, r, p: inbox.update_message(s, r, _target(p), p["id"])),
+        # The path is percent-decoded before matching, so "%24value" arrives here as "$value".
+        ("GET", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)/\$value", "messageValue",
+         lambda s, r, p: inbox.message_value(s, r, _target(p), p["id"])),
+        ("POST", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)/move", "moveMessage",
+         lambda s, r, p: inbox.move_message(s, r, _target(p), p["id"])),
         ("GET PUT DELETE", r"/upload/(?P<session>[^/]+)", "upload",
          lambda s, r, p: graph.upload(s, r, p["session"])),
     ]  # fmt: skip

@@ -26,6 +26,14 @@ ROUTES = (
     "send",
     "deleteDraft",
     "sentItems",
+    "listFolders",
+    "getFolder",
+    "createFolder",
+    "delta",
+    "getMessage",
+    "messageValue",
+    "updateMessage",
+    "moveMessage",
 )
 ACTIONS = ("status", "delay", "close_before_processing", "close_after_processing", "authorize_error")
 
@@ -184,6 +192,10 @@ class State:
             self.drafts: Dict[str, Draft] = {}
             self.uploads: Dict[str, UploadSession] = {}
             self.faults: List[Fault] = []
+            # Mailbox contents (mailbox.py) by lowercased userPrincipalName, and delta/skip tokens (inbox.py).
+            self.mailboxes: Dict[str, Any] = {}
+            self.mail_seq = 0
+            self.delta_tokens: Dict[str, Any] = {}
             self.calls: List[Dict[str, Any]] = []
             self._fault_seq = 0
 
