@@ -28,9 +28,11 @@ from .errors import (
     MimeConversionError,
     PermissionDenied,
     ServiceUnavailable,
+    SyncStateLost,
     Throttled,
     TransportError,
 )
+from .inbox import DeltaPage, IncomingMessage, MailboxReader
 from .message import ContentSource, Envelope
 from .redaction import RedactingFilter, install_log_redaction, redact, register_secret
 from .retry import RetryPolicy
@@ -50,13 +52,16 @@ __all__ = [
     "ConfigurationError",
     "ContentSource",
     "DelegatedAuthFlow",
+    "DeltaPage",
     "Envelope",
     "GraphApiError",
     "GraphMailClient",
     "GraphMailError",
+    "IncomingMessage",
     "InvalidGrantError",
     "MailboxCredentials",
     "MailboxNotFound",
+    "MailboxReader",
     "MessageRejected",
     "MessageTooLarge",
     "MimeConversionError",
@@ -65,6 +70,7 @@ __all__ = [
     "RetryPolicy",
     "SendResult",
     "ServiceUnavailable",
+    "SyncStateLost",
     "Throttled",
     "Timeouts",
     "TokenProvider",

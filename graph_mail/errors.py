@@ -109,6 +109,11 @@ GRAPH_HINTS: Dict[str, str] = {
     "GatewayTimeout": "Microsoft Graph timed out: check Sent Items before resending.",
     "InternalServerError": "Microsoft Graph failed internally: check Sent Items before resending.",
     "BadGateway": "Microsoft Graph gateway error: check Sent Items before resending.",
+    "SyncStateNotFound": (
+        "Microsoft forgot the mailbox's change tracking (the delta token expired): the next fetch restarts "
+        "from the last message processed; nothing is lost."
+    ),
+    "ErrorFolderExists": "A folder with this name already exists in the mailbox.",
     "invalidRange": "The upload range was refused: the upload resumes from the server's expected range.",
     "InvalidRange": "The upload range was refused: the upload resumes from the server's expected range.",
 }
@@ -254,6 +259,12 @@ class Throttled(GraphApiError):
     transient = True
 
 
+class SyncStateLost(GraphApiError):
+    """A delta token Microsoft no longer knows (410 ``SyncStateNotFound``): start the sync again."""
+
+    default_hint = GRAPH_HINTS["SyncStateNotFound"]
+
+
 class ServiceUnavailable(GraphApiError):
     default_hint = STATUS_HINTS[503]
     transient = True
@@ -357,6 +368,8 @@ def _graph_error_class(status: int, code: Optional[str]) -> type:
         "ErrorInvalidUser",
     ):
         return MailboxNotFound
+    if status == 410 or code == "SyncStateNotFound":
+        return SyncStateLost
     if status == 429 or code in ("ApplicationThrottled", "MailboxConcurrency"):
         return Throttled
     if status >= 500:

@@ -15,6 +15,8 @@
         "security/ir.model.access.csv",
         "views/ir_mail_server_views.xml",
         "views/mail_graph_api_log_views.xml",
+        "views/mail_graph_inbox_views.xml",
+        "views/fetchmail_server_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",
         "views/assets_legacy.xml",

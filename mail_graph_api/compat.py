@@ -25,6 +25,9 @@ CONNECT_METHOD = "_connect__" if SERIES >= 19 else "connect"
 PREPARE_METHOD = "_prepare_email_message__" if SERIES >= 19 else "_prepare_email_message"
 
 
+# fetchmail.server (Incoming Mail Servers) is part of mail from 16.0; 14.0/15.0 ship it as the fetchmail module.
+FETCHMAIL_IN_MAIL = SERIES >= 16
+
 BUILD_METHOD = "_build_email__" if SERIES >= 19 else "build_email"
 
 

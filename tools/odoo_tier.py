@@ -48,6 +48,11 @@ ODOO_MAIL_TESTS = {
 }
 
 
+# 14.0/15.0 ship Incoming Mail Servers as the fetchmail module: with it, the bridge mail_graph_api_fetchmail
+# installs itself and the incoming tests cover the "Microsoft Graph" server type there too.
+ADDON_MODULES = {"14.0": "mail_graph_api,fetchmail", "15.0": "mail_graph_api,fetchmail"}
+
+
 def find_odoo(series: str) -> tuple[Path, Path] | None:
     key = "MAIL_GRAPH_ODOO_" + series.replace(".", "_")
     root = Path(os.environ.get("ODOO_ROOT", "/opt/odoo"))
@@ -173,9 +178,10 @@ def run_series(series: str, args, logdir: Path) -> tuple[list[str], int, int]:
         return [line], 0, 0
     tree, python = found
     ensure_core_installed(python)
-    runs = [("addon", "mail_graph_api", args.tags), ("process", None, None)]
+    addon = ADDON_MODULES.get(series, "mail_graph_api")
+    runs = [("addon", addon, args.tags), ("process", None, None)]
     if series in args.demo_data:
-        runs.insert(1, ("addon_demo", "mail_graph_api", args.tags))
+        runs.insert(1, ("addon_demo", addon, args.tags))
     if args.odoo_mail_tests:
         runs.append(("odoo_mail", "mail_graph_api," + ODOO_MAIL_TESTS["modules"], ODOO_MAIL_TESTS["tags"]))
     lines, passed, failed = [], 0, 0

@@ -131,6 +131,14 @@ class IrMailServer(models.Model):
         "Fall back to SMTP",
         help="Send by the SMTP settings below when Graph fails in a way that proves nothing was sent.",
     )
+    graph_fetch_inbox = fields.Boolean(
+        "Process bounces and replies from this mailbox",
+        default=True,
+        help="Graph cannot set the envelope sender: non-delivery reports and replies sent to this mailbox land in "
+        "its Inbox. Read them over Graph (Mail.ReadWrite) and hand them to Odoo, so bounces are counted and "
+        "replies reach their documents. Processed mail is marked read and moved to 'Odoo Processed'.",
+    )
+    graph_inbox_ids = fields.One2many("mail.graph.inbox", "mail_server_id", "Graph inboxes")
     graph_log_ids = fields.One2many("mail.graph.api.log", "mail_server_id", string="Graph API Logs")
     graph_log_count = fields.Integer(compute="_compute_graph_log_count")
 
@@ -183,14 +191,33 @@ class IrMailServer(models.Model):
     def create(self, vals_list):
         for vals in vals_list:
             self._graph_default_vals(vals)
-        return super().create(vals_list)
+        servers = super().create(vals_list)
+        servers._graph_sync_inbox()
+        return servers
 
     def write(self, vals):
         if any(key in vals for key in ("graph_client_id", "graph_tenant_id", "graph_cloud", "graph_auth_mode")):
             # Another app or tenant: the tokens we hold belong to the old one.
             self._graph_forget_tokens(vals)
         self._graph_default_vals(vals)
-        return super().write(vals)
+        result = super().write(vals)
+        if any(key in vals for key in ("use_graph_api", "graph_fetch_inbox", "active")):
+            self._graph_sync_inbox()
+        return result
+
+    def _graph_sync_inbox(self):
+        """The option "Process bounces and replies" is one mail.graph.inbox on the mailbox's Inbox, active
+        while the option is on (kept, with its sync state, while it is off)."""
+        Inbox = self.env["mail.graph.inbox"].sudo().with_context(active_test=False)
+        for server in self.sudo():
+            inbox = Inbox.search([("mail_server_id", "=", server.id), ("origin", "=", "server")], limit=1)
+            wanted = bool(server.active and server.use_graph_api and server.graph_fetch_inbox)
+            if wanted and not inbox:
+                Inbox.create({"mail_server_id": server.id, "origin": "server", "folder": "Inbox"})
+            elif inbox and inbox.active != wanted:
+                # Back on: from now, not from when it was switched off.
+                restart = {"sync_since": fields.Datetime.now(), "delta_link": False} if wanted else {}
+                inbox.write(dict(restart, active=wanted))
 
     @api.model
     def _graph_default_vals(self, vals):

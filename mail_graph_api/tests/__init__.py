@@ -2,6 +2,7 @@ from . import (
     test_config,
     test_duplicate_guard,
     test_failures,
+    test_incoming,
     test_oauth,
     test_security,
     test_sending,

@@ -1,0 +1,203 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
+"""What comes back (#15): bounces and replies read from the mailbox over Graph and handed to Odoo's gateway."""
+
+import datetime
+import email.utils
+
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from .. import compat
+from .common import SENDER, GraphTransactionCase
+
+REFUSED_DOMAIN = "nowhere.example"
+
+
+def _reply(to, in_reply_to, subject, body, sender="zoe@fabrikam.example", message_id=None):
+    """A customer's answer as it arrives in the mailbox (plain RFC 5322)."""
+    message_id = message_id or email.utils.make_msgid(domain="fabrikam.example")
+    headers = [
+        f"From: Zoe Client <{sender}>",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Message-ID: {message_id}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    if in_reply_to:
+        headers += [f"In-Reply-To: {in_reply_to}", f"References: {in_reply_to}"]
+    return ("\r\n".join(headers) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphIncoming(GraphTransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        Partner = cls.env["res.partner"]
+        cls.customer = Partner.create({"name": "Zoë Client", "email": "zoe@fabrikam.example"})
+        cls.ghost = Partner.create({"name": "Ghost", "email": f"ghost@{REFUSED_DOMAIN}"})
+        cls.deal = Partner.create({"name": "Deal 42 (a record with a chatter)"})
+
+    def setUp(self):
+        super().setUp()
+        self.connect_server()
+        self.fake.configure(refused_recipients=["@" + REFUSED_DOMAIN])
+        self.inbox = self.server.graph_inbox_ids
+        # The inbox was connected when the server was created (setUpClass): earlier mail is history.
+        self.inbox.sync_since = datetime.datetime.utcnow().replace(microsecond=0) - datetime.timedelta(seconds=5)
+
+    def _post_and_send(self, partners, body="<p>Your quote</p>"):
+        message = self.deal.message_post(
+            body=body, partner_ids=partners.ids, message_type="comment", subtype_xmlid="mail.mt_comment"
+        )
+        # Sent at once or queued, depending on the series: send what is still queued.
+        queued = self.env["mail.mail"].sudo().search([("mail_message_id", "=", message.id), ("state", "=", "outgoing")])
+        if queued:
+            self.env["mail.mail"].process_email_queue(queued.ids)
+        sent = [m for m in self.fake.messages() if m["internet_message_id"] == message.message_id]
+        self.assertEqual(len(sent), len(partners), "one mail per recipient went through Graph")
+        return message
+
+    def _folder(self, name):
+        return [m for m in self.fake.mailbox_messages(SENDER) if m["folder"] == name]
+
+    def _thread_messages(self, record):
+        return self.env["mail.message"].search([("model", "=", record._name), ("res_id", "=", record.id)])
+
+    def test_bounce_of_a_mail_sent_through_graph_is_counted(self):
+        """Exchange's NDR lands in the sending mailbox; read over Graph, Odoo's own bounce handling counts it."""
+        message = self._post_and_send(self.customer | self.ghost)
+        self.assertEqual(len(self._folder("Inbox")), 1, "the fake returned one NDR for the refused domain")
+        processed, failed = self.inbox._fetch()
+        self.assertEqual((processed, failed), (1, 0))
+        compat.invalidate_all(self.env)
+        notifications = {n.res_partner_id: n.notification_status for n in message.notification_ids}
+        self.assertEqual(notifications[self.ghost], "bounce")
+        self.assertEqual(notifications[self.customer], "sent")
+        self.assertEqual(self.ghost.message_bounce, 1)
+        self.assertEqual(self.customer.message_bounce, 0)
+        # Filed, read, never deleted; the Inbox is empty again.
+        self.assertEqual(self._folder("Inbox"), [])
+        filed = self._folder("Odoo Processed")
+        self.assertEqual(len(filed), 1)
+        self.assertTrue(filed[0]["isRead"])
+        self.assertTrue(filed[0]["subject"].startswith("Undeliverable"))
+        # Nothing is processed twice.
+        self.assertEqual(self.inbox._fetch(), (0, 0))
+        self.assertEqual(self.ghost.message_bounce, 1)
+        # Every call is in the Graph API Logs, with Microsoft's request ids.
+        logs = self.env["mail.graph.api.log"].search([("mail_server_id", "=", self.server.id)])
+        operations = set(logs.mapped("operation"))
+        self.assertTrue({"delta", "messageValue", "updateMessage", "moveMessage", "receive"} <= operations)
+        self.assertTrue(all(log.request_id for log in logs if log.operation == "delta"))
+
+    def test_reply_to_the_mailbox_reaches_its_record(self):
+        """A reply sent to the mailbox address (not to the catchall) lands in the record's chatter."""
+        message = self._post_and_send(self.customer)
+        before = len(self._thread_messages(self.deal))
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: Your quote", "Yes, let's go."))
+        self.assertEqual(self.inbox._fetch(), (1, 0))
+        messages = self._thread_messages(self.deal)
+        self.assertEqual(len(messages), before + 1)
+        reply = messages.sorted("id")[-1]
+        self.assertIn("let's go", reply.body)
+        self.assertEqual(reply.author_id, self.customer)
+        self.assertEqual(len(self._folder("Odoo Processed")), 1)
+
+    def test_unroutable_mail_is_filed_in_errors_and_does_not_block_the_rest(self):
+        message = self._post_and_send(self.customer)
+        with mute_logger("odoo.addons.mail.models.mail_thread", "odoo.addons.mail_graph_api.models.mail_graph_inbox"):
+            self.fake.deliver(SENDER, _reply(SENDER, None, "Hello?", "Nobody expects this mail."))
+            self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: Your quote", "Second answer"))
+            self.assertEqual(self.inbox._fetch(), (1, 1))
+        failed = self.inbox.message_ids.filtered(lambda m: m.state == "failed")
+        self.assertEqual(failed.subject, "Hello?")
+        self.assertIn("route", failed.detail.lower())
+        self.assertEqual([m["subject"] for m in self._folder("Odoo Errors")], ["Hello?"])
+        self.assertEqual([m["subject"] for m in self._folder("Odoo Processed")], ["Re: Your quote"])
+
+    def test_history_before_the_connection_is_never_imported(self):
+        self.fake.deliver(SENDER, _reply(SENDER, None, "Old mail", "From last year"))
+        self.inbox.sync_since = datetime.datetime.utcnow() + datetime.timedelta(minutes=1)
+        self.assertEqual(self.inbox._fetch(), (0, 0))
+        self.assertEqual([m["subject"] for m in self._folder("Inbox")], ["Old mail"])
+        self.assertFalse(self._folder("Inbox")[0]["isRead"])
+
+    def test_filing_failure_then_expired_delta_token_neither_loses_nor_repeats(self):
+        """Graph fails after Odoo committed a message (it stays in the Inbox), then Microsoft forgets the delta
+        token: the next fetch files the first message without processing it again and processes the new one."""
+        message = self._post_and_send(self.customer)
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: first", "First answer"))
+        self.fake.inject("moveMessage", status=503, count=50)
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_inbox", "graph_mail.client"):
+            self.inbox._fetch()
+        self.assertIn("503", self.inbox.last_error)
+        self.assertEqual(len(self._folder("Inbox")), 1, "not filed: Graph failed")
+        self.assertEqual(self.inbox.message_ids.filtered("filed"), self.inbox.message_ids.browse())
+        count = len(self._thread_messages(self.deal))
+        self.fake.clear_faults()
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: second", "Second answer"))
+        self.fake.expire_delta_tokens()
+        self.assertEqual(self.inbox._fetch(), (1, 0))
+        self.assertEqual(len(self._thread_messages(self.deal)), count + 1, "the first answer was not posted twice")
+        self.assertEqual(sorted(m["subject"] for m in self._folder("Odoo Processed")), ["Re: first", "Re: second"])
+        self.assertFalse(self.inbox.last_error)
+        self.assertEqual(len(self.inbox.message_ids), 2)
+
+    def test_throttled_read_is_retried(self):
+        message = self._post_and_send(self.customer)
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: quote", "Answer"))
+        self.fake.inject("messageValue", status=429, retry_after=0, code="ApplicationThrottled")
+        self.assertEqual(self.inbox._fetch(), (1, 0))
+        retried = self.env["mail.graph.api.log"].search(
+            [("mail_server_id", "=", self.server.id), ("operation", "=", "messageValue"), ("outcome", "=", "retry")]
+        )
+        self.assertEqual(retried.http_status, 429)
+
+    def test_a_message_is_processed_once_even_when_handed_over_twice(self):
+        """Two workers reading the same page: the outcome row is written with Odoo's processing, and a second
+        identical one is refused by the database."""
+        message = self._post_and_send(self.customer)
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: once", "Only once"))
+        page = self._reader().delta_page(self._reader().start_link("inbox", self.inbox.sync_since))
+        incoming = page.messages[0]
+        mime = self._reader().fetch_mime(incoming.id)
+        before = len(self._thread_messages(self.deal))
+        self.assertEqual(self.inbox._process(mime, incoming, None)[0], "processed")
+        with mute_logger("odoo.sql_db"):
+            self.assertEqual(self.inbox._process(mime, incoming, None)[0], "skipped")
+        self.assertEqual(len(self._thread_messages(self.deal)), before + 1)
+
+    def test_option_off_switches_reading_off_and_back_from_now(self):
+        self.assertTrue(self.server.graph_fetch_inbox, "on by default")
+        self.server.graph_fetch_inbox = False
+        self.assertFalse(self.inbox.active)
+        self.inbox.delta_link = "https://stale.example/link"
+        self.server.graph_fetch_inbox = True
+        self.assertTrue(self.inbox.active)
+        self.assertFalse(self.inbox.delta_link, "switched back on: a fresh sync from now")
+
+    def test_test_reading_says_what_to_grant(self):
+        app = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="app reader", graph_auth_mode="application_secret")
+        )
+        self.fake.configure(app_roles=["Mail.Send"])
+        with self.assertRaises(UserError) as caught, mute_logger("graph_mail.client"):
+            app.graph_inbox_ids.action_test()
+        self.assertIn("Mail.ReadWrite", str(caught.exception))
+        self.fake.configure(app_roles=["Mail.Send", "Mail.ReadWrite"])
+        self.fake.expire_tokens()  # the next token carries the new role
+        self.assertEqual(app.graph_inbox_ids.action_test()["params"]["sticky"], False)
+
+    def _reader(self):
+        from graph_mail import GraphMailClient, MailboxReader
+
+        from ..tokens import ServerTokenSource
+
+        client = GraphMailClient(
+            self.server._graph_credentials(), token_provider=ServerTokenSource.for_server(self.server)
+        )
+        return MailboxReader(client, SENDER)
