@@ -63,7 +63,13 @@ def named_arguments(names, args, kwargs) -> dict:
 
 
 def prepare_email_message(mail_server_model, message, smtp_session):
-    """Odoo's own envelope preparation: (smtp_from, smtp_to_list, message) with Bcc removed."""
+    """Odoo's own envelope preparation: (smtp_from, smtp_to_list, message) with Bcc removed.
+
+    19.0 adds the other external recipients of a notification to each copy's To header (``X-Msg-To-Add``, so
+    that Reply All reaches them) without adding them to the SMTP envelope. Graph delivers to every address in
+    To: each of them would get one copy per recipient. For Graph the header is dropped, so To shows the
+    copy's own recipients and every copy goes exactly where Odoo's envelope sends it."""
+    del message["X-Msg-To-Add"]
     if SERIES >= 15:
         return getattr(mail_server_model, PREPARE_METHOD)(message, smtp_session)
     return _prepare_email_message_14(mail_server_model, message)

@@ -304,7 +304,8 @@ def main() -> int:
 
         report(odoo, fake, mails, len(fake.calls("token")) - token_calls_before)
         bcc_through_send_email(args.series, args.db, server_id, fake)
-        reply_threading(odoo, fake, partner_id)
+        step("What comes back: a reply and a bounce read from the mailbox over Graph")
+        what_comes_back(odoo, fake, partner_id, server_id)
     except BaseException:
         server.terminate()
         fake.stop()
@@ -399,8 +400,8 @@ def bcc_through_send_email(series: str, db: str, server_id: int, fake: FakeMicro
     )
 
 
-def reply_threading(odoo: Odoo, fake: FakeMicrosoft, partner_id: int) -> None:
-    """Feed a customer's reply to the chatter mail back into Odoo: it must land on the same record."""
+def what_comes_back(odoo: Odoo, fake: FakeMicrosoft, partner_id: int, server_id: int) -> None:
+    """A customer's reply and an Exchange bounce land in the mailbox's Inbox; Odoo reads them over Graph."""
     sent = [m for m in fake.messages() if m["subject"] == "Order shipped"]
     if not sent:
         print("    (no chatter mail found at Microsoft: reply check skipped)")
@@ -410,10 +411,33 @@ def reply_threading(odoo: Odoo, fake: FakeMicrosoft, partner_id: int) -> None:
         f"From: Zoe <zoe@fabrikam.example>\r\nTo: {SENDER}\r\nSubject: Re: Order shipped\r\n"
         f"Message-ID: <{uuid.uuid4()}@fabrikam.example>\r\nIn-Reply-To: {parent_id}\r\nReferences: {parent_id}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n\r\nThanks, received!\r\n"
+    ).encode()
+    fake.deliver(SENDER, reply)
+    print("    a customer replied to the mailbox address (not to the catchall)")
+    # Exchange refuses this domain: Graph answers 202, then an NDR arrives in the sender's Inbox.
+    fake.configure(refused_recipients=["@nowhere.example"])
+    ghost = odoo.call("res.partner", "create", {"name": "Ghost", "email": "ghost@nowhere.example"})
+    odoo.call("res.partner", "message_post", [partner_id], body="<p>Invoice attached.</p>", subject="Invoice",
+              message_type="comment", subtype_xmlid="mail.mt_comment", partner_ids=[ghost])  # fmt: skip
+    odoo.call("mail.mail", "process_email_queue")
+    print(f"    a mail to ghost@nowhere.example went out; Inbox now holds {len(inbox(fake, 'Inbox'))} message(s)")
+    inbox_ids = odoo.call("mail.graph.inbox", "search", [("mail_server_id", "=", server_id)])
+    result = odoo.button("mail.graph.inbox", "action_fetch_now", inbox_ids[0])
+    print(f"    Fetch Now (Process bounces and replies): {result['params']['message']}")
+    replies = odoo.call("mail.message", "search_count",
+                        [("model", "=", "res.partner"), ("res_id", "=", partner_id), ("body", "ilike", "Thanks, received")])  # fmt: skip
+    bounces = odoo.call("res.partner", "read", [ghost], ["message_bounce"])[0]["message_bounce"]
+    print(f"    reply on res.partner #{partner_id}'s chatter: {'yes, thread kept' if replies else 'NO'}")
+    print(
+        f"    bounce counted on ghost@nowhere.example: message_bounce = {bounces} {'(ok)' if bounces == 1 else '(NOT ok)'}"
     )
-    thread_id = odoo.call("mail.thread", "message_process", False, reply)
-    verdict = "kept the thread" if thread_id == partner_id else f"LOST the thread (got {thread_id})"
-    print(f"    customer reply to {parent_id}: routed to res.partner #{thread_id}: {verdict}")
+    print(
+        f"    mailbox folders: Inbox {len(inbox(fake, 'Inbox'))}, Odoo Processed {len(inbox(fake, 'Odoo Processed'))}"
+    )
+
+
+def inbox(fake: FakeMicrosoft, folder: str) -> list:
+    return [m for m in fake.mailbox_messages(SENDER) if m["folder"] == folder]
 
 
 if __name__ == "__main__":

@@ -262,7 +262,9 @@ class _Run:
         known = inbox.env["mail.graph.inbox.message"].search(
             [("inbox_id", "=", inbox.id), ("graph_id", "=", incoming.id)], limit=1
         )
-        if known:
+        if known and known.state == "failed" and known.filed:
+            known.unlink()  # filed in the errors folder, then moved back by an administrator: try it again
+        elif known:
             if not known.filed:
                 self.file(known)
             return

@@ -3,6 +3,7 @@
 
 import datetime
 import email.utils
+import time
 
 from odoo.exceptions import UserError
 from odoo.tests import tagged
@@ -118,6 +119,12 @@ class TestGraphIncoming(GraphTransactionCase):
         self.assertIn("route", failed.detail.lower())
         self.assertEqual([m["subject"] for m in self._folder("Odoo Errors")], ["Hello?"])
         self.assertEqual([m["subject"] for m in self._folder("Odoo Processed")], ["Re: Your quote"])
+        # The administrator creates a record model for such mail and moves the message back to the Inbox.
+        self.inbox.model_id = self.env["ir.model"]._get("res.partner")
+        self._reader().move(self._folder("Odoo Errors")[0]["id"], "inbox")
+        self.assertEqual(self.inbox._fetch(), (1, 0))
+        self.assertTrue(self.env["res.partner"].search([("name", "=", "Hello?")]))
+        self.assertEqual(self.inbox.message_ids.mapped("state"), ["processed", "processed"])
 
     def test_history_before_the_connection_is_never_imported(self):
         self.fake.deliver(SENDER, _reply(SENDER, None, "Old mail", "From last year"))
@@ -201,3 +208,55 @@ class TestGraphIncoming(GraphTransactionCase):
             self.server._graph_credentials(), token_provider=ServerTokenSource.for_server(self.server)
         )
         return MailboxReader(client, SENDER)
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphIncomingMailServer(GraphTransactionCase):
+    """Settings > Technical > Incoming Mail Servers, type "Microsoft Graph" (14.0/15.0: with fetchmail)."""
+
+    def setUp(self):
+        super().setUp()
+        if "fetchmail.server" not in self.env:
+            self.skipTest("Incoming Mail Servers need the fetchmail module on this series")
+        self.connect_server()
+        self.incoming = self.env["fetchmail.server"].create(
+            {
+                "name": "Sales mailbox over Graph",
+                "server_type": "graph",
+                "graph_mail_server_id": self.server.id,
+                "graph_processed_folder": "Done by Odoo",
+                "object_id": self.env["ir.model"]._get("res.partner").id,
+            }
+        )
+
+    def test_confirm_then_fetch_creates_records_and_files_the_mail(self):
+        inbox = self.incoming.graph_inbox_id
+        self.assertEqual(inbox.origin, "fetchmail")
+        self.assertEqual(inbox.processed_folder, "Done by Odoo")
+        self.fake.deliver(SENDER, _reply(SENDER, None, "Old, before the confirmation", "history"))
+        time.sleep(1.1)  # Odoo keeps datetimes to the second: the confirmation comes strictly after that mail
+        self.incoming.button_confirm_login()
+        self.assertEqual(self.incoming.state, "done")
+        self.fake.deliver(SENDER, _reply(SENDER, None, "Lead from the website", "Call me back"))
+        if compat.SERIES >= 19:
+            self.incoming._fetch_mail()  # what the cron calls (19.0's fetch_mail() is the button on one server)
+        else:
+            self.env["fetchmail.server"]._fetch_mails()  # the cron
+        created = self.env["res.partner"].search([("name", "=", "Lead from the website")])
+        self.assertEqual(len(created), 1, "a new record per new mail, as with IMAP")
+        self.assertFalse(self.env["res.partner"].search([("name", "=", "Old, before the confirmation")]))
+        folders = {m["subject"]: m["folder"] for m in self.fake.mailbox_messages(SENDER)}
+        self.assertEqual(folders["Lead from the website"], "Done by Odoo")
+        self.assertEqual(folders["Old, before the confirmation"], "Inbox")
+        self.assertTrue(self.incoming.date)
+        # "Fetch Now" again: nothing new, nothing twice.
+        self.incoming.fetch_mail()
+        self.assertEqual(len(self.env["res.partner"].search([("name", "=", "Lead from the website")])), 1)
+
+    def test_test_and_confirm_needs_a_connection_that_can_read(self):
+        self.fake.configure(delegated_scopes=["Mail.Send", "User.Read", "offline_access", "openid", "profile"])
+        self.fake.revoke_refresh_tokens()
+        self.fake.expire_tokens()
+        with self.assertRaises(UserError), mute_logger("graph_mail.client", "odoo.addons.mail_graph_api.tokens"):
+            self.incoming.button_confirm_login()
+        self.assertEqual(self.incoming.state, "draft")
