@@ -843,4 +843,7 @@ def sent_items(state: State, request: Request, target: str, folder: str) -> Resp
 
 def not_found(state: State, request: Request) -> Response:
     segment = request.path.rstrip("/").rsplit("/", 1)[-1]
+    parts = request.path.strip("/").split("/")
+    if len(parts) > 1 and parts[1].lower() in ("v1.0", "beta"):
+        segment = parts[1]  # "/v1.0/v1.0/me": Graph names the version repeated (a batch item's url with /v1.0)
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")

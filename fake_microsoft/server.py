@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
-from . import control, delta, graph, identity, inbox
+from . import batch, control, delta, graph, identity, inbox
 from .control import Control
 from .state import Fault, State
 from .web import AadError, AadErrorPage, GraphError, Request, Response
@@ -22,7 +22,7 @@ _MAILBOX = r"(?:me|users/(?P<user>[^/]+))"
 GRAPH_ROUTES = {
     "me", "users", "sendMail", "createDraft", "createUploadSession", "addAttachment", "upload", "send", "deleteDraft",
     "sentItems", "listFolders", "getFolder", "createFolder", "delta", "getMessage", "messageValue", "updateMessage",
-    "moveMessage",
+    "moveMessage", "batch",
 }  # fmt: skip
 DEFAULT_CODES = {
     400: "BadRequest",
@@ -91,6 +91,8 @@ def _route_table() -> List[Tuple[Set[str], Pattern[str], str, Handler]]:
          lambda s, r, p: inbox.message_value(s, r, _target(p), p["id"])),
         ("POST", rf"/v1\.0/{_MAILBOX}/messages/(?P<id>[^/]+)/move", "moveMessage",
          lambda s, r, p: inbox.move_message(s, r, _target(p), p["id"])),
+        # JSON batching: each inner request goes through process() below, like a request of its own.
+        ("POST", r"/v1\.0/\$batch", "batch", lambda s, r, p: batch.run_batch(s, r, process)),
         ("GET PUT DELETE", r"/upload/(?P<session>[^/]+)", "upload",
          lambda s, r, p: graph.upload(s, r, p["session"])),
     ]  # fmt: skip
@@ -254,79 +256,102 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return
             self._write(control.handle(self.server.control, request, path[len("/_fake/") :]), request, None)
             return
-        state = self.server.state
-        route, handler, params, path_known = match_route(self.command, path)
-        fault = state.take_fault(route) if route else None
-        action = fault.action if fault else None
-        if fault is not None and fault.delay > 0:
-            time.sleep(fault.delay)
-        response: Optional[Response] = None
-        if action == "status" and fault is not None and route is not None:
-            response = fault_response(fault, route, request)
-        elif action != "close_before_processing":
-            if fault is not None:
-                params["_fault"] = fault  # authorize reads it (authorize_error)
-            response = self._dispatch(request, route, handler, params, path_known)
-        if action in ("close_before_processing", "close_after_processing"):
-            response = None  # processed or not, the client gets no answer: the ambiguous case
-        # Log before answering, so a client that has its answer also finds the call in the log.
-        self._log(request, route, response, action, started)
+        route, response, _action = process(self.server.state, request, started)
         if response is None:
             self._close_without_answer()
         else:
             self._write(response, request, route)
 
-    def _dispatch(
-        self, request: Request, route: Optional[str], handler: Optional[Handler], params: Dict[str, Any], known: bool
-    ) -> Response:
-        state = self.server.state
-        graph_like = route in GRAPH_ROUTES or (route is None and request.path.lower().startswith(("/v1.0", "/upload")))
-        try:
-            if handler is None:
-                if known:
-                    raise GraphError(405, "Request_BadRequest", f"Method {request.method} is not allowed here.")
-                if graph_like:
-                    return graph.not_found(state, request)
-                raise GraphError(404, "NotFound", f"No such endpoint: {request.path}")
-            return handler(state, request, params)
-        except (GraphError, AadError) as exc:
-            return exc.render(request)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            return GraphError(500, "InternalServerError", f"fake_microsoft bug: {exc!r}").render(request)
 
-    def _log(
-        self,
-        request: Request,
-        route: Optional[str],
-        response: Optional[Response],
-        action: Optional[str],
-        started: float,
-    ) -> None:
-        grant_type = None
-        if route == "token":
-            grant_type = request.form().get("grant_type")
-        record = {
-            "method": request.method,
-            "path": request.path,
-            "route": route,
-            "status": response.status if response is not None else None,
-            "code": response.graph_code if response is not None else None,
-            "fault": action,
-            "grant_type": grant_type,
-            "request_bytes": len(request.body),
-            "response_bytes": len(response.body) if response is not None else 0,
-            "content_type": request.header("content-type"),
-            "content_range": request.header("content-range"),
-            "authorization": request.header("authorization") is not None,
-            "client_request_id": request.header("client-request-id"),
-            "request_id": request.request_id,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            "at": time.time(),
-        }
-        with self.server.state.lock:
-            record["seq"] = len(self.server.state.calls) + 1
-            self.server.state.calls.append(record)
+def process(
+    state: State, request: Request, started: Optional[float] = None, batch_item: Optional[str] = None
+) -> Tuple[Optional[str], Optional[Response], Optional[str]]:
+    """Route, fault injection, handler and call log for one request: (route, response or None, fault action).
+
+    The HTTP handler calls it for every non-control request; ``batch.run_batch`` calls it for each inner
+    request of a JSON batch (``batch_item`` = the inner id, logged with ``batched: True``). None as the response
+    means no answer (a ``close_*`` fault).
+    """
+    if started is None:
+        started = time.monotonic()
+    route, handler, params, path_known = match_route(request.method, request.path)
+    fault = state.take_fault(route) if route else None
+    action = fault.action if fault else None
+    if fault is not None and fault.delay > 0:
+        time.sleep(fault.delay)
+    response: Optional[Response] = None
+    if action == "status" and fault is not None and route is not None:
+        response = fault_response(fault, route, request)
+    elif action != "close_before_processing":
+        if fault is not None:
+            params["_fault"] = fault  # authorize reads it (authorize_error)
+        response = _dispatch(state, request, route, handler, params, path_known)
+    if action in ("close_before_processing", "close_after_processing"):
+        response = None  # processed or not, the client gets no answer: the ambiguous case
+    # Log before answering, so a client that has its answer also finds the call in the log.
+    _log(state, request, route, response, action, started, batch_item)
+    return route, response, action
+
+
+def _dispatch(
+    state: State,
+    request: Request,
+    route: Optional[str],
+    handler: Optional[Handler],
+    params: Dict[str, Any],
+    known: bool,
+) -> Response:
+    graph_like = route in GRAPH_ROUTES or (route is None and request.path.lower().startswith(("/v1.0", "/upload")))
+    try:
+        if handler is None:
+            if known:
+                raise GraphError(405, "Request_BadRequest", f"Method {request.method} is not allowed here.")
+            if graph_like:
+                return graph.not_found(state, request)
+            raise GraphError(404, "NotFound", f"No such endpoint: {request.path}")
+        return handler(state, request, params)
+    except (GraphError, AadError) as exc:
+        return exc.render(request)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return GraphError(500, "InternalServerError", f"fake_microsoft bug: {exc!r}").render(request)
+
+
+def _log(
+    state: State,
+    request: Request,
+    route: Optional[str],
+    response: Optional[Response],
+    action: Optional[str],
+    started: float,
+    batch_item: Optional[str] = None,
+) -> None:
+    grant_type = None
+    if route == "token":
+        grant_type = request.form().get("grant_type")
+    record = {
+        "method": request.method,
+        "path": request.path,
+        "route": route,
+        "status": response.status if response is not None else None,
+        "code": response.graph_code if response is not None else None,
+        "fault": action,
+        "grant_type": grant_type,
+        "request_bytes": len(request.body),
+        "response_bytes": len(response.body) if response is not None else 0,
+        "content_type": request.header("content-type"),
+        "content_range": request.header("content-range"),
+        "authorization": request.header("authorization") is not None,
+        "client_request_id": request.header("client-request-id"),
+        "request_id": request.request_id,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        "at": time.time(),
+        "batched": batch_item is not None,  # an inner request of a JSON batch (the outer one is route "batch")
+        "batch_item": batch_item,
+    }
+    with state.lock:
+        record["seq"] = len(state.calls) + 1
+        state.calls.append(record)
 
 
 class FakeMicrosoft(Control):

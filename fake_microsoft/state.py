@@ -34,6 +34,7 @@ ROUTES = (
     "messageValue",
     "updateMessage",
     "moveMessage",
+    "batch",
 )
 ACTIONS = ("status", "delay", "close_before_processing", "close_after_processing", "authorize_error")
 
