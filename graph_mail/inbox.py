@@ -4,20 +4,31 @@ as MIME, marks it read and files it in another folder.
 Every call goes through :class:`GraphMailClient` (same tokens, retries, records, redaction). The reader keeps
 no state: the caller stores the delta link it returns and decides, per message, what is done.
 
+Requests: a delta page lists up to ``page_size`` messages; their MIME is read 20 at a time and they are
+filed 10 at a time (mark read, then move: 20 operations) through Graph's JSON batching (``POST /$batch``),
+so a message costs far less than one HTTP request. Items Microsoft throttles inside a batch are retried
+alone, after their ``Retry-After``.
+
 Ids: every request asks for immutable ids (``Prefer: IdType="ImmutableId"``), so a message keeps its id when
 it is moved and the caller can tell "already handled" from "new" across crashes and restarts.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlencode
 
-from .client import GraphMailClient, _Context, _json
-from .errors import GraphApiError, PermissionDenied
+from .client import CallRecord, GraphMailClient, _Context, _json
+from .errors import GraphApiError, PermissionDenied, error_from_graph_response
+from .retry import parse_retry_after
 
+BATCH_LIMIT = 20  # Graph's maximum of requests in one $batch
+# Inside a batch: statuses Microsoft answers before doing anything (or for an item that depended on one).
+RETRY_IN_BATCH = (424, 429, 503)
 WELL_KNOWN_FOLDERS = ("inbox", "archive", "deleteditems", "junkemail", "sentitems", "drafts")
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 DELTA_SELECT = "id,internetMessageId,receivedDateTime,subject,from,isRead"
@@ -126,6 +137,122 @@ class MailboxReader:
         )
         return str(_json(response).get("id") or message_id)
 
+    # -- many messages at once ($batch) ----------------------------------------------------------------------
+
+    def fetch_mimes(self, message_ids: Sequence[str]) -> Dict[str, Union[bytes, GraphApiError]]:
+        """The MIME of each message (or the error Microsoft gave for it), 20 per HTTP request."""
+        results: Dict[str, Union[bytes, GraphApiError]] = {}
+        for start in range(0, len(message_ids), BATCH_LIMIT):
+            chunk = message_ids[start : start + BATCH_LIMIT]
+            items = [
+                {"id": str(n), "method": "GET", "url": f"{self._mailbox()}/messages/{quote(m, safe='')}/$value",
+                 "headers": {"Prefer": IMMUTABLE_IDS}}
+                for n, m in enumerate(chunk)
+            ]  # fmt: skip
+            answers = self._batch(items, "messageValue")
+            for n, message_id in enumerate(chunk):
+                answer = answers[str(n)]
+                results[message_id] = answer if isinstance(answer, GraphApiError) else _bytes(answer)
+        return results
+
+    def file_many(self, moves: Sequence[Tuple[str, str]]) -> Dict[str, Optional[GraphApiError]]:
+        """Mark read then move each (message id, folder id); None where it worked, else Microsoft's error."""
+        results: Dict[str, Optional[GraphApiError]] = {}
+        per_batch = BATCH_LIMIT // 2
+        for start in range(0, len(moves), per_batch):
+            chunk = moves[start : start + per_batch]
+            items: List[Dict[str, Any]] = []
+            for n, (message_id, folder_id) in enumerate(chunk):
+                path = f"{self._mailbox()}/messages/{quote(message_id, safe='')}"
+                headers = {"Prefer": IMMUTABLE_IDS, "Content-Type": "application/json"}
+                items.append({"id": f"r{n}", "method": "PATCH", "url": path, "headers": headers,
+                              "body": {"isRead": True}})  # fmt: skip
+                items.append({"id": f"m{n}", "method": "POST", "url": f"{path}/move", "headers": headers,
+                              "body": {"destinationId": folder_id}, "dependsOn": [f"r{n}"]})  # fmt: skip
+            answers = self._batch(items, "fileMessages")
+            for n, (message_id, _folder) in enumerate(chunk):
+                failed = [a for a in (answers[f"r{n}"], answers[f"m{n}"]) if isinstance(a, GraphApiError)]
+                results[message_id] = failed[0] if failed else None
+        return results
+
+    def _batch(self, items: List[Dict[str, Any]], operation: str) -> Dict[str, Any]:
+        """Run ``items`` as one $batch; retry the items Microsoft throttled (with what they depend on)."""
+        pending = {item["id"]: item for item in items}
+        answers: Dict[str, Any] = {}
+        policy = self.client.retry
+        attempt = 0
+        while pending:
+            attempt += 1
+            requests = []
+            for item in pending.values():
+                request = {k: v for k, v in item.items() if k != "dependsOn"}
+                # What an item depends on may have succeeded in an earlier round: only pending ones count.
+                depends = [d for d in item.get("dependsOn", []) if d in pending]
+                if depends:
+                    request["dependsOn"] = depends
+                requests.append(request)
+            response = self._call(
+                operation, "POST", self.client.credentials.cloud.graph_url + "/$batch", json_body={"requests": requests}
+            )
+            wait = 0.0
+            for answer in _json(response).get("responses") or []:
+                item_id = str(answer.get("id"))
+                if item_id not in pending:
+                    continue
+                status = int(answer.get("status") or 0)
+                headers = answer.get("headers") or {}
+                retry = status in RETRY_IN_BATCH and attempt < policy.attempts
+                if status >= 400:
+                    error = error_from_graph_response(status, headers, json.dumps(answer.get("body") or {}).encode())
+                    self._record_item(operation, pending[item_id], error, response, attempt, retry)
+                if retry:
+                    delay = parse_retry_after(headers.get("Retry-After"), self.client.transport.wall_clock())
+                    wait = max(wait, delay if delay is not None else policy.backoff_delay(attempt))
+                    continue
+                pending.pop(item_id)
+                if status >= 400:
+                    if isinstance(error, PermissionDenied):
+                        error.hint = READ_HINT
+                    answers[item_id] = error
+                else:
+                    answers[item_id] = answer
+            if pending and attempt >= policy.attempts:  # never answered: give up on these for this run
+                for item_id in list(pending):
+                    answers[item_id] = GraphApiError("Microsoft gave no answer for this batched request", status=502)
+                pending.clear()
+            if pending and wait > policy.max_retry_after:
+                for item_id in list(pending):  # not worth waiting for: the caller resumes at its next run
+                    answers[item_id] = GraphApiError(
+                        "Microsoft throttled this request", status=429, code="ApplicationThrottled", retry_after=wait
+                    )
+                pending.clear()
+            elif pending:
+                self.client.transport.sleep(wait)
+        return answers
+
+    def _record_item(self, operation, item, error, response, attempt, retry) -> None:
+        """A batched request Microsoft refused gets its own record (the batch itself answered 200)."""
+        if self.client.on_call is None:
+            return
+        record = CallRecord(
+            operation=operation,
+            method=item["method"],
+            path=item["url"].split("?", 1)[0],
+            status=error.status,
+            graph_code=error.code,
+            request_id=error.request_id or response.headers.get("request-id"),
+            client_request_id=error.client_request_id or getattr(response, "client_request_id", None),
+            duration_ms=0.0,
+            request_bytes=0,
+            attempt=attempt,
+            outcome="retry" if retry else "error",
+            message=error.message[:300],
+        )
+        self.client.on_call(record)
+
+    def _mailbox(self) -> str:
+        return self.client._mailbox_path(self.mailbox)
+
     # -- plumbing -----------------------------------------------------------------------------------------
 
     def _base(self) -> str:
@@ -151,6 +278,14 @@ class MailboxReader:
         except PermissionDenied as exc:
             exc.hint = READ_HINT
             raise
+
+
+def _bytes(answer: Dict[str, Any]) -> bytes:
+    """A batch item's body: non-JSON content (the MIME of $value) comes base64-encoded."""
+    body = answer.get("body")
+    if isinstance(body, str):
+        return base64.b64decode(body)
+    return json.dumps(body).encode() if body is not None else b""
 
 
 def _incoming(item: Dict[str, Any]) -> IncomingMessage:

@@ -23,7 +23,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from graph_mail import GraphApiError, GraphMailClient, GraphMailError, MailboxReader, SyncStateLost, Timeouts
-from graph_mail.inbox import parse_received
+from graph_mail.inbox import BATCH_LIMIT, parse_received
 
 from .. import compat
 from ..tokens import ServerTokenSource
@@ -248,72 +248,86 @@ class _Run:
                 link = self.reader.start_link(inbox.folder, max(since, inbox.sync_since))
                 inbox._write_state({"delta_link": False})
                 continue
-            for incoming in page.messages:
-                if self.limit is not None and self.processed + self.failed >= self.limit:
-                    return  # the rest of this page waits for the next fetch (this page's link is not stored)
-                self.handle(incoming)
+            if not self.handle_page(page.messages):
+                return  # the limit was reached: this page's link is not stored, the next fetch reads it again
             link = page.next_link
             inbox._write_state({"delta_link": page.next_link or page.delta_link})
             if page.delta_link:
                 return
 
-    def handle(self, incoming):
+    def handle_page(self, messages):
+        """Process what is new on a page (MIME read 20 per request), then file it; False if the limit cut it."""
         inbox = self.inbox
-        known = inbox.env["mail.graph.inbox.message"].search(
-            [("inbox_id", "=", inbox.id), ("graph_id", "=", incoming.id)], limit=1
-        )
-        if known and known.state == "failed" and known.filed:
-            known.unlink()  # filed in the errors folder, then moved back by an administrator: try it again
-        elif known:
-            if not known.filed:
-                self.file(known)
-            return
-        try:
-            mime = self.reader.fetch_mime(incoming.id)
-        except GraphApiError as error:
-            if error.status != 404:
-                raise
-            self.log(incoming.internet_message_id, error)  # deleted or moved away by someone meanwhile
-            return
+        Outcome = inbox.env["mail.graph.inbox.message"]
+        known = {
+            outcome.graph_id: outcome
+            for outcome in Outcome.search([("inbox_id", "=", inbox.id), ("graph_id", "in", [m.id for m in messages])])
+        }
+        new = []
+        for incoming in messages:
+            outcome = known.get(incoming.id)
+            if outcome and outcome.state == "failed" and outcome.filed:
+                outcome.unlink()  # filed in the errors folder, then moved back by an administrator: try again
+                outcome = None
+            if not outcome:
+                new.append(incoming)
+        complete = True
+        if self.limit is not None and len(new) > self.limit - self.processed - self.failed:
+            new, complete = new[: max(0, self.limit - self.processed - self.failed)], False
+        for start in range(0, len(new), BATCH_LIMIT):
+            chunk = new[start : start + BATCH_LIMIT]
+            mimes = self.reader.fetch_mimes([incoming.id for incoming in chunk])
+            for incoming in chunk:
+                mime = mimes[incoming.id]
+                if isinstance(mime, GraphApiError):
+                    if mime.status != 404:
+                        raise mime
+                    self.log(incoming.internet_message_id, mime)  # deleted or moved away by someone meanwhile
+                    continue
+                self.process(incoming, mime)
+            self.file_pending()
+        self.file_pending()  # processed earlier on this page, not filed yet
+        return complete
+
+    def process(self, incoming, mime):
+        inbox = self.inbox
         state, detail = inbox._process(mime, incoming, self.fetchmail_server)
         received = parse_received(incoming.received)
         if received and (not inbox.last_received or received > inbox.last_received):
             inbox.last_received = received
         inbox._commit()
         self.log(incoming.internet_message_id, note=(state, detail))
-        if state == "skipped":
-            return
         if state == "processed":
             self.processed += 1
-        else:
+        elif state == "failed":
             self.failed += 1
-        outcome = inbox.env["mail.graph.inbox.message"].search(
-            [("inbox_id", "=", inbox.id), ("graph_id", "=", incoming.id)], limit=1
-        )
-        self.file(outcome)
 
     def file_pending(self):
-        """Messages processed earlier whose filing failed (Graph down after the commit): file them now."""
-        pending = self.inbox.env["mail.graph.inbox.message"].search(
-            [("inbox_id", "=", self.inbox.id), ("filed", "=", False)]
-        )
-        for outcome in pending:
-            self.file(outcome)
-
-    def file(self, outcome):
+        """Mark read and move what was processed and not filed yet (also what Graph failed to file at an
+        earlier fetch): 10 messages per request. A message gone from the folder counts as filed."""
         inbox = self.inbox
-        name = inbox.processed_folder if outcome.state == "processed" else inbox.error_folder
-        if name not in self._folders:
-            self._folders[name] = self.reader.ensure_folder(name)
-        try:
-            self.reader.mark_read(outcome.graph_id)
-            self.reader.move(outcome.graph_id, self._folders[name])
-        except GraphApiError as error:
-            if error.status != 404:
-                raise  # filed at the next fetch
-            self.log(outcome.internet_message_id, error)  # gone from the folder: nothing left to file
-        outcome.filed = True
+        pending = inbox.env["mail.graph.inbox.message"].search([("inbox_id", "=", inbox.id), ("filed", "=", False)])
+        if not pending:
+            return
+        moves = []
+        for outcome in pending:
+            name = inbox.processed_folder if outcome.state == "processed" else inbox.error_folder
+            if name not in self._folders:
+                self._folders[name] = self.reader.ensure_folder(name)
+            moves.append((outcome.graph_id, self._folders[name]))
+        errors = self.reader.file_many(moves)
+        blocking = None
+        for outcome in pending:
+            error = errors.get(outcome.graph_id)
+            if error is not None and error.status != 404:
+                blocking = blocking or error  # stays unfiled: filed at the next fetch
+                continue
+            if error is not None:
+                self.log(outcome.internet_message_id, error)  # gone from the folder: nothing left to file
+            outcome.filed = True
         inbox._commit()
+        if blocking is not None:
+            raise blocking
 
     def log(self, message_id, error=None, note=None):
         """This run's Graph calls (and a row for the message's outcome) in the Graph API Logs."""
