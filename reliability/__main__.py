@@ -22,7 +22,7 @@ from .report import Check, SectionResult, render
 
 REPO = Path(__file__).resolve().parent.parent
 
-SECTIONS = ("faults", "fuzzing", "security", "concurrency")
+SECTIONS = ("faults", "incoming", "fuzzing", "security", "concurrency")
 
 
 def step(text: str) -> None:
@@ -77,15 +77,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     results: Dict[str, SectionResult] = {}
     fuzzing = start_fuzzing(args.fuzz_examples, args.fuzz_seed) if "fuzzing" in selected else None
-    if {"faults", "security", "concurrency"} & set(selected) and not find_odoo(args.series):
+    if {"faults", "incoming", "security", "concurrency"} & set(selected) and not find_odoo(args.series):
         print(
             f"SKIPPED: no Odoo {args.series}: the faults, security and concurrency sections need it "
             f"(see tools/odoo_tier.py for where Odoo is looked for)",
             flush=True,
         )
         selected = [s for s in selected if s == "fuzzing"]
-    if {"faults", "security", "concurrency"} & set(selected):
-        from . import concurrency, faults, security
+    if {"faults", "incoming", "security", "concurrency"} & set(selected):
+        from . import concurrency, faults, incoming, security
         from .stack import Stack
 
         stack = Stack(args.series)
@@ -100,6 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 step("Fault matrix")
                 only = [w.strip() for w in args.only.split(",") if w.strip()]
                 results["faults"] = faults.run_section(stack, only=only, progress=print)
+            if "incoming" in selected:
+                step("Incoming: bounces and replies read over Graph, under faults")
+                results["incoming"] = incoming.run_section(stack, progress=print)
             if "security" in selected:
                 step("Security")
                 results["security"] = security.run_section(stack, foreign)

@@ -152,3 +152,27 @@ def _compat():
     from odoo.addons.mail_graph_api import compat
 
     return compat
+
+
+def fetch_inbox(env, inbox_id: int, die_after_commits: int = 0, die_before_commit: int = 0) -> Dict[str, Any]:
+    """A worker fetching a Graph inbox, as the cron does. ``die_after_commits``: the process dies (kill -9
+    style, no cleanup) right after its Nth commit of a processed message, before filing it;
+    ``die_before_commit``: right before its Nth commit (Odoo's work on that message is lost with it)."""
+    import os
+
+    from odoo.addons.mail_graph_api.models import mail_graph_inbox
+
+    commits = {"n": 0}
+    original = mail_graph_inbox.MailGraphInbox._commit
+
+    def commit(self):
+        commits["n"] += 1
+        if die_before_commit and commits["n"] == die_before_commit:
+            os._exit(9)
+        original(self)
+        if die_after_commits and commits["n"] == die_after_commits:
+            os._exit(9)
+
+    mail_graph_inbox.MailGraphInbox._commit = commit
+    done, failed = env["mail.graph.inbox"].browse(inbox_id)._fetch()
+    return {"processed": done, "failed": failed}
