@@ -30,6 +30,7 @@ from .errors import (
     ServiceUnavailable,
     SyncStateLost,
     Throttled,
+    TooManyRecipients,
     TransportError,
 )
 from .inbox import DeltaPage, IncomingMessage, MailboxReader
@@ -75,6 +76,7 @@ __all__ = [
     "Timeouts",
     "TokenProvider",
     "TokenSet",
+    "TooManyRecipients",
     "Transport",
     "TransportError",
     "certificate_expiry",

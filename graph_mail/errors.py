@@ -217,6 +217,19 @@ class MimeConversionError(GraphMailError):
     default_hint = "The message could not be converted for Microsoft Graph."
 
 
+class TooManyRecipients(GraphMailError):
+    """Exchange Online takes at most 500 recipients per message: refused before anything is sent."""
+
+    default_hint = (
+        "Exchange Online accepts at most 500 recipients (To + Cc + Bcc) per message: split the recipients "
+        "over several mails, or use a mailing (one mail per recipient)."
+    )
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"This mail has {count} recipients; Exchange Online accepts at most {limit} per message")
+        self.count, self.limit = count, limit
+
+
 class TransportError(GraphMailError):
     """The HTTP exchange failed: see ``nothing_sent`` / ``may_have_been_sent`` for which side of the body."""
 

@@ -29,9 +29,10 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
 from typing import BinaryIO, Callable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
-from .errors import GraphMailError, MessageTooLarge, MimeConversionError
+from .errors import GraphMailError, MessageTooLarge, MimeConversionError, TooManyRecipients
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # Graph refuses bigger requests with 413
+MAX_RECIPIENTS = 500  # Exchange Online's limit per message (To + Cc + Bcc)
 REQUEST_MARGIN = 64 * 1024  # headroom for Graph's own accounting of the request
 UPLOAD_SESSION_MIN = 3 * 1024 * 1024  # Microsoft: upload sessions are for 3 MB to 150 MB
 UPLOAD_SESSION_MAX = 150 * 1024 * 1024
@@ -194,6 +195,9 @@ def _build_plan(
     if not envelope.recipients:
         raise MimeConversionError("The envelope has no recipient", hint="Give at least one To/Cc/Bcc address.")
 
+    distinct = {recipient.lower() for recipient in envelope.recipients}
+    if len(distinct) > MAX_RECIPIENTS:
+        raise TooManyRecipients(len(distinct), MAX_RECIPIENTS)
     bcc = _bcc_for(message, envelope)
     message_id = str(message.get("Message-ID") or "").strip()
     prefix = []

@@ -459,3 +459,21 @@ def test_unresolved_parts_stay_untouched_with_a_resolver():
     msg = make_message(attachments=[("a.txt", b"just a file", "text/plain")])
     plan = build_plan(msg, Envelope(SENDER, ["bob@example.com"]), external=stand_in_resolver({}))
     assert plan.path == "mime" and decoded(plan) == raw_of(msg)
+
+
+def test_more_than_500_recipients_is_refused_before_anything_is_sent():
+    from graph_mail import TooManyRecipients
+    from graph_mail.message import build_plan
+
+    message = EmailMessage()
+    message["From"] = "sales@contoso.onmicrosoft.com"
+    message["Subject"] = "Everyone"
+    message["Message-ID"] = "<all@contoso>"
+    message.set_content("hello")
+    recipients = [f"r{n}@fabrikam.example" for n in range(501)]
+    with pytest.raises(TooManyRecipients) as refused:
+        build_plan(message, Envelope("sales@contoso.onmicrosoft.com", recipients))
+    assert refused.value.nothing_sent and not refused.value.retryable
+    assert "501" in str(refused.value) and "500" in refused.value.hint
+    # 500 distinct addresses (the same one twice counts once, as Exchange counts it) are fine.
+    build_plan(message, Envelope("sales@contoso.onmicrosoft.com", [*recipients[:500], "R0@fabrikam.example"]))

@@ -107,3 +107,20 @@ class TestGraphUnattended(GraphTransactionCase):
         with Form(self.server) as form:
             form.graph_secret_expiry = datetime.date(2027, 3, 31)
         self.assertEqual(self.server.graph_secret_expiry, datetime.date(2027, 3, 31))
+
+    def test_more_than_500_recipients_is_refused_before_anything_is_sent(self):
+        self.connect_server()
+        self.mark()
+        recipients = ",".join(f"r{n}@fabrikam.example" for n in range(501))
+        mail = (
+            self.env["mail.mail"]
+            .sudo()
+            .create({"subject": "To everyone", "body_html": "<p>Hi</p>", "email_from": self.server.graph_sender_email,
+                     "email_to": recipients, "mail_server_id": self.server.id})
+        )  # fmt: skip
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mail.ids)
+        self.assertEqual(mail.state, "exception")
+        self.assertIn("at most 500", mail.failure_reason)
+        self.assertEqual(self.sent(), [], "nothing reached Microsoft")
+        self.assertEqual(self.graph_calls("sendMail"), [])
