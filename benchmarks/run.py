@@ -10,6 +10,8 @@ machine; absolute times are printed for context only, never as targets.
 3. Scaling: per-mail cost at 100 and 1,000 queued mails (10,000 with --large).
 4. Memory: peak RSS above baseline of a separate Odoo process sending one 100 MB attachment.
 5. Peer: the same 1 and 2 for the addon in $MAIL_GRAPH_PEER_ADDON (its own database and addons path).
+6. Incoming (``--incoming N``): N messages read over Graph against the same N read by Odoo's IMAP fetchmail
+   from a local dovecot (benchmarks/incoming.py); ``--only incoming`` runs that alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import requests
 
+from benchmarks.incoming import measure_incoming, render_table
 from benchmarks.sink import SmtpSink
 from fake_microsoft import DEFAULTS, FakeMicrosoft
 from fake_microsoft.testing import delegated_tokens
@@ -547,7 +550,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile one Graph drain with pyinstrument")
     parser.add_argument("--peer", default=os.environ.get(PEER_ENV, ""), help=f"peer addon folder (${PEER_ENV})")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
-    parser.add_argument("--only", choices=("ours", "peer"), help="measure one addon only")
+    parser.add_argument("--only", choices=("ours", "peer", "incoming"), help="measure one addon (or incoming) only")
+    parser.add_argument(
+        "--incoming", type=int, default=0, metavar="N", help="also read N incoming messages: Graph vs IMAP (6.)"
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first failure of our own addon")
     args = parser.parse_args(argv)
     args.counts = [int(c) for c in args.counts.split(",") if c]
@@ -570,6 +576,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         targets.append(
             Target("peer", "ront85 mail_graph_api", args.series, f"mga_bench_peer_{os.getpid()}", peer_dir, fake.url)
         )
+    if args.only == "incoming" and not args.incoming:
+        args.incoming = 1000
     if args.only:
         targets = [t for t in targets if t.key == args.only]
     results: Dict = {}
@@ -586,6 +594,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 target.stop_http()
                 if not args.keep:
                     target.instance.drop_database()
+        if args.incoming:
+            try:
+                results["incoming"] = measure_incoming(args.incoming, args.series, fake, OUT, keep=args.keep, say=say)
+            except Exception as exc:  # the outgoing figures above still get their table
+                if args.strict:
+                    raise
+                results["incoming"] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+                say(f"[incoming] stopped: {results['incoming']['error']}")
     finally:
         sink.stop()
         fake.stop()
@@ -642,6 +658,17 @@ def _ratio(a: float, b: float) -> str:
 
 
 def render(results: Dict, meta: Dict, args) -> str:
+    title = (
+        f"mail_graph_api benchmarks, {meta['date']}, Odoo {meta['series']}, {meta['cores']} cores, "
+        f"run {meta['seconds']} s, load average {meta['load']}"
+    )
+    incoming = render_table(results.get("incoming"))
+    if getattr(args, "only", None) == "incoming":
+        return "\n".join([title, *incoming])
+    return "\n".join([_render_outgoing(results, title, args), *(["", *incoming] if incoming else [])])
+
+
+def _render_outgoing(results: Dict, title: str, args) -> str:
     ours, peer = results.get("ours"), results.get("peer")
     rows: List[Tuple[str, str, str, str]] = []
 
@@ -749,8 +776,7 @@ def render(results: Dict, meta: Dict, args) -> str:
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(4)]
     line = " | ".join(f"{{:<{w}}}" for w in widths)
     out = [
-        f"mail_graph_api benchmarks, {meta['date']}, Odoo {meta['series']}, {meta['cores']} cores, "
-        f"run {meta['seconds']} s, load average {meta['load']}",
+        title,
         line.format(*headers),
         line.format(*("-" * w for w in widths)),
     ]
