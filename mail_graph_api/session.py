@@ -30,7 +30,7 @@ from graph_mail import (
     Timeouts,
 )
 
-from . import compat, deferred
+from . import compat, deferred, quota
 from .db import KeptCursor
 
 _logger = logging.getLogger(__name__)
@@ -184,11 +184,28 @@ class GraphSession:
         if self._already_sent(message["Message-Id"]):
             return
         self._align_from(message)
+        Log = server.env["mail.graph.api.log"].sudo()
+        copies = len(self._recipients)
+        limits = (
+            self.mailbox,
+            Log.SENDING_OPERATIONS,
+            copies,
+            server.graph_rate_limit,
+            server.graph_daily_recipient_limit,
+        )
+
+        def take_slot(cr):
+            quota.take_slot(cr, *limits)
+
         if message["Message-Id"]:
-            Log = server.env["mail.graph.api.log"].sudo()
             self._pending.append(
-                Log._mark_pending(server, message["Message-Id"], self._recipients_key, kept=self._kept)
-            )
+                Log._mark_pending(
+                    server, message["Message-Id"], self._recipients_key, kept=self._kept, recipients=copies,
+                    before=take_slot,
+                )
+            )  # fmt: skip
+        else:
+            Log._in_own_transaction(take_slot, self._kept)
         envelope = Envelope(sender=self.mailbox, recipients=list(to_addrs or []))
         self._client.send(message, envelope, external=deferred.resolve)
 
@@ -255,7 +272,8 @@ class GraphSession:
             server._graph_record_error(error)
         if isinstance(error, Throttled):
             self._throttled_until = time.monotonic() + float(error.retry_after or 60)
-        if error.nothing_sent and server.graph_smtp_fallback:
+        # A mail waiting for the mailbox's quota must not leave by SMTP: Exchange counts that mailbox's SMTP mail too.
+        if error.nothing_sent and server.graph_smtp_fallback and not isinstance(error, quota.QuotaWait):
             self._send_by_smtp(message, from_addr, to_addrs, error)
             return
         outcome = outcome_for(error)
@@ -266,7 +284,12 @@ class GraphSession:
             server.id,
             outcome.reason,
         )
-        raise MailDeliveryException(_("Mail Delivery Failed"), outcome.reason)
+        raise MailDeliveryException(self._t("Mail Delivery Failed"), outcome.reason)
+
+    def _t(self, text):
+        """Translated in the server's language: 18.0+ find the language only through an environment."""
+        env = self._server.env
+        return env._(text) if hasattr(env, "_") else _(text)
 
     def _send_by_smtp(self, message, from_addr, to_addrs, error):
         """Fallback: only reached when Graph proved nothing was sent, so the mail cannot go out twice."""
@@ -287,7 +310,7 @@ class GraphSession:
                 smtp=smtp_error,
             )
             remember_outcome(message["Message-Id"], Outcome("mail_smtp", False, reason))
-            raise MailDeliveryException(_("Mail Delivery Failed"), reason)
+            raise MailDeliveryException(self._t("Mail Delivery Failed"), reason)
         server.env["mail.graph.api.log"]._record_fallback(server, message["Message-Id"], error, None)
 
     # Logs ----------------------------------------------------------------------
@@ -304,4 +327,5 @@ class GraphSession:
                 pending,
                 self._recipients_key if message_id else False,
                 kept=self._kept,
+                recipients=len(self._recipients) if message_id else 0,
             )

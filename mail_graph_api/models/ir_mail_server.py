@@ -18,7 +18,7 @@ from graph_mail import (
     resolve_cloud,
 )
 
-from .. import compat
+from .. import compat, quota
 from ..oauth_state import make_state
 from ..session import GraphSession
 from ..tokens import ServerTokenSource
@@ -131,6 +131,21 @@ class IrMailServer(models.Model):
         "Fall back to SMTP",
         help="Send by the SMTP settings below when Graph fails in a way that proves nothing was sent.",
     )
+    graph_rate_limit = fields.Integer(
+        "Mails per minute",
+        default=30,
+        help="Exchange Online's limit per mailbox (tenants may set a lower one). A mail beyond it waits in the "
+        "queue for its slot. 0: no limit.",
+    )
+    graph_daily_recipient_limit = fields.Integer(
+        "Recipients per 24 hours",
+        default=10000,
+        help="Exchange Online's limit per mailbox over a rolling 24 hours, each recipient of each copy counted. "
+        "Past it Exchange accepts and then bounces every mail (5.1.90): Odoo holds mail back instead. 0: no limit.",
+    )
+    graph_usage_minute = fields.Integer("Mails in the last minute", compute="_compute_graph_usage")
+    graph_usage_day = fields.Integer("Recipients in the last 24 hours", compute="_compute_graph_usage")
+    graph_usage_percent = fields.Float("Daily quota used (%)", compute="_compute_graph_usage", digits=(5, 1))
     graph_fetch_inbox = fields.Boolean(
         "Process bounces and replies from this mailbox",
         default=True,
@@ -174,13 +189,18 @@ class IrMailServer(models.Model):
                     )
                 )
 
-    @api.constrains("graph_connect_timeout", "graph_read_timeout", "graph_send_deadline", "graph_max_email_size")
+    @api.constrains(
+        "graph_connect_timeout", "graph_read_timeout", "graph_send_deadline", "graph_max_email_size",
+        "graph_rate_limit", "graph_daily_recipient_limit",
+    )  # fmt: skip
     def _check_graph_limits(self):
         for server in self.filtered("use_graph_api"):
             if min(server.graph_connect_timeout, server.graph_read_timeout, server.graph_send_deadline) <= 0:
                 raise ValidationError(_("Timeouts and the per-mail deadline must be positive numbers of seconds."))
             if not 0 < server.graph_max_email_size <= 150:
                 raise ValidationError(_("Microsoft accepts messages up to 150 MB: set a size between 1 and 150."))
+            if min(server.graph_rate_limit, server.graph_daily_recipient_limit) < 0:
+                raise ValidationError(_("Sending limits are numbers of mails or recipients, 0 for none."))
 
     @api.onchange("graph_sender_email")
     def _onchange_graph_sender_email(self):
@@ -251,6 +271,21 @@ class IrMailServer(models.Model):
                 "when enabled."
             )
         super(IrMailServer, self - graph)._compute_smtp_authentication_info()
+
+    def _compute_graph_usage(self):
+        """Today's use of each server's mailbox (shared by every server sending as it)."""
+        Log = self.env["mail.graph.api.log"]
+        self.env.cr.execute("SELECT now() AT TIME ZONE 'UTC'")
+        now = self.env.cr.fetchone()[0]
+        for server in self:
+            if not (server.use_graph_api and server.graph_sender_email):
+                server.graph_usage_minute = server.graph_usage_day = server.graph_usage_percent = 0
+                continue
+            used = quota.usage(quota.sends(self.env.cr, server.graph_sender_email, Log.SENDING_OPERATIONS), now)
+            server.graph_usage_minute = used.messages_last_minute
+            server.graph_usage_day = used.recipients_last_day
+            limit = server.graph_daily_recipient_limit
+            server.graph_usage_percent = 100.0 * used.recipients_last_day / limit if limit else 0.0
 
     @api.depends("graph_certificate")
     def _compute_graph_certificate_expiry(self):

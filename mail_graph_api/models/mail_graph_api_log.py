@@ -29,6 +29,7 @@ LOG_COLUMNS = (
     "attempt",
     "outcome",
     "message",
+    "recipients",
 )
 INSERT_LOG = (
     "INSERT INTO mail_graph_api_log (create_uid, create_date, write_uid, write_date, "  # noqa: S608 - fixed names
@@ -59,6 +60,7 @@ class MailGraphApiLog(models.Model):
     _description = "Microsoft Graph API Log"
     _order = "id desc"
     _rec_name = "operation"
+    SENDING_OPERATIONS = SENDING_OPERATIONS
 
     mail_server_id = fields.Many2one("ir.mail_server", "Mail Server", index=True, ondelete="cascade", readonly=True)
     message_id = fields.Char("Message-ID", index=True, readonly=True)
@@ -90,6 +92,7 @@ class MailGraphApiLog(models.Model):
         required=True,
     )
     message = fields.Char("Details", readonly=True)
+    recipients = fields.Integer(readonly=True, help="Recipient copies of a mail handed to Microsoft (sending limits).")
 
     def _compute_mail_id(self):
         ids = [log.message_id for log in self if log.message_id]
@@ -126,11 +129,18 @@ class MailGraphApiLog(models.Model):
         return row[0] if row else None
 
     @api.model
-    def _mark_pending(self, server, message_id, recipients_key=False, kept=None):
+    def _mark_pending(self, server, message_id, recipients_key=False, kept=None, recipients=0, before=None):
         """Committed before a mail goes to Microsoft, replaced by the call rows after: if the worker dies in
-        between, the duplicate guard finds this row and checks Sent Items before sending the mail again."""
-        row = self._row(server, message_id, "send", "pending", recipients_key)
-        return self._in_own_transaction(lambda cr: self._insert(cr, [row])[0], kept)
+        between, the duplicate guard finds this row and checks Sent Items before sending the mail again.
+        ``before(cr)`` runs in the same transaction first (the sending quota takes its slot there)."""
+        row = self._row(server, message_id, "send", "pending", recipients_key, recipients=recipients)
+
+        def mark(cr):
+            if before is not None:
+                before(cr)
+            return self._insert(cr, [row])[0]
+
+        return self._in_own_transaction(mark, kept)
 
     @api.model
     def _insert(self, cr, rows):
@@ -172,7 +182,7 @@ class MailGraphApiLog(models.Model):
 
     @api.model
     def _record_calls(
-        self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False, kept=None
+        self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False, kept=None, recipients=0
     ):
         rows = []
         ambiguous = error is not None and error.may_have_been_sent
@@ -197,6 +207,7 @@ class MailGraphApiLog(models.Model):
                     request_bytes=int(call.request_bytes or 0),
                     attempt=call.attempt,
                     message=(call.message or "")[:500] or False,
+                    recipients=recipients if call.operation in SENDING_OPERATIONS else 0,
                 )
             )
             _logger.info(

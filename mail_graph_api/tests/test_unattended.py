@@ -124,3 +124,61 @@ class TestGraphUnattended(GraphTransactionCase):
         self.assertIn("at most 500", mail.failure_reason)
         self.assertEqual(self.sent(), [], "nothing reached Microsoft")
         self.assertEqual(self.graph_calls("sendMail"), [])
+
+    def _queue(self, count, recipients=1, subject="Quota"):
+        mails = self.env["mail.mail"].sudo()
+        for n in range(count):
+            to = ",".join(f"q{n}-{r}@fabrikam.example" for r in range(recipients))
+            mails |= mails.create({"subject": f"{subject} {n}", "body_html": "<p>Hi</p>", "email_to": to,
+                                   "email_from": self.server.graph_sender_email, "mail_server_id": self.server.id})  # fmt: skip
+        return mails
+
+    def _age_sends(self, delta):
+        """As if the mailbox's sends so far had happened ``delta`` earlier."""
+        compat.flush_all(self.env)
+        self.env.cr.execute(
+            "UPDATE mail_graph_api_log SET create_date = create_date - %s WHERE mail_server_id = %s",
+            (delta, self.server.id),
+        )
+
+    def test_a_mail_beyond_the_rate_limit_waits_queued_then_goes(self):
+        self.connect_server()
+        self.server.graph_rate_limit = 2
+        self.mark()
+        mails = self._queue(3)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails.mapped("state"), ["sent", "sent", "outgoing"])
+        waiting = mails[2]
+        self.assertIn("Waiting for the sending quota", waiting.failure_reason)
+        self.assertIn("next slot at", waiting.failure_reason)
+        self.assertEqual(len(self.sent()), 2, "nothing beyond the limit reached Microsoft")
+        compat.invalidate(self.server)
+        self.assertEqual(self.server.graph_usage_minute, 2)
+        self._age_sends(datetime.timedelta(minutes=2))
+        self.env["mail.mail"].process_email_queue(waiting.ids)
+        self.assertEqual(waiting.state, "sent")
+        self.assertEqual(len(self.sent()), 3, "sent once, when its slot came")
+
+    def test_the_daily_recipient_limit_counts_each_recipient_and_is_shared_by_the_mailbox(self):
+        self.connect_server()
+        self.server.write({"graph_rate_limit": 0, "graph_daily_recipient_limit": 5})
+        twin = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="same mailbox", graph_rate_limit=0, graph_daily_recipient_limit=5)
+        )
+        self.connect_server(twin)
+        first = self._queue(1, recipients=3, subject="three")
+        self.env["mail.mail"].process_email_queue(first.ids)
+        self.assertEqual(first.state, "sent")
+        second = self._queue(1, recipients=3, subject="three more")
+        second.mail_server_id = twin  # another server, same mailbox: same Exchange quota
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(second.ids)
+        self.assertEqual(second.state, "outgoing")
+        self.assertIn("recipients a day", second.failure_reason)
+        compat.invalidate(self.server)
+        self.assertEqual(self.server.graph_usage_day, 3)
+        self.assertAlmostEqual(self.server.graph_usage_percent, 60.0)
+        self._age_sends(datetime.timedelta(hours=25))
+        self.env["mail.mail"].process_email_queue(second.ids)
+        self.assertEqual(second.state, "sent")
