@@ -184,6 +184,12 @@ class MailGraphApiLog(models.Model):
     def _record_calls(
         self, server, calls, message_id=None, error=None, replace_ids=(), recipients_key=False, kept=None, recipients=0
     ):
+        rows = self._call_rows(server, calls, message_id, error, recipients_key, recipients)
+        self._write_rows(rows, replace_ids, kept)
+
+    @api.model
+    def _call_rows(self, server, calls, message_id=None, error=None, recipients_key=False, recipients=0):
+        """The rows of these calls (and of an error no call shows), logged at INFO as they are made."""
         rows = []
         ambiguous = error is not None and error.may_have_been_sent
         for call in calls:
@@ -241,7 +247,7 @@ class MailGraphApiLog(models.Model):
                 )
             )
             _logger.info("Graph %s for %s failed: %s", rows[-1]["operation"], message_id or "-", error.code or error)
-        self._write_rows(rows, replace_ids, kept)
+        return rows
 
     @api.model
     def _record_guard(self, server, message_id, outcome, text, recipients_key=False, kept=None):

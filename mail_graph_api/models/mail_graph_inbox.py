@@ -26,6 +26,7 @@ from graph_mail import GraphApiError, GraphMailClient, GraphMailError, MailboxRe
 from graph_mail.inbox import BATCH_LIMIT, parse_received
 
 from .. import compat
+from ..db import KeptCursor
 from ..tokens import ServerTokenSource
 
 _logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class MailGraphInbox(models.Model):
             run.log(None)
             self._write_state({"last_error": False, "last_fetch": fields.Datetime.now()})
         finally:
+            run.close()
             self._unlock()
         _logger.info("Graph inbox %s: %d processed, %d failed", self.name, run.processed, run.failed)
         return run.processed, run.failed
@@ -232,6 +234,10 @@ class _Run:
         self.limit, self.fetchmail_server = limit, fetchmail_server
         self.processed = self.failed = 0
         self._folders = {}
+        self.rows = []
+        # One cursor of our own for the log rows of the whole run (in tests the test's transaction serves).
+        in_tests = compat.registry_in_test_mode(inbox.env)
+        self.kept = None if in_tests else KeptCursor(inbox.env.registry)
 
     def walk(self):
         inbox = self.inbox
@@ -286,6 +292,7 @@ class _Run:
                     continue
                 self.process(incoming, mime)
             self.file_pending()
+            self.flush_logs()
         self.file_pending()  # processed earlier on this page, not filed yet
         return complete
 
@@ -330,15 +337,28 @@ class _Run:
             raise blocking
 
     def log(self, message_id, error=None, note=None):
-        """This run's Graph calls (and a row for the message's outcome) in the Graph API Logs."""
+        """This run's Graph calls (and a row for the message's outcome), for the Graph API Logs: written by
+        :meth:`flush_logs` on a cursor of the run's own, once per batch of messages."""
         Log = self.inbox.env["mail.graph.api.log"]
         calls, self.calls[:] = list(self.calls), []
         server = self.inbox.mail_server_id
-        Log._record_calls(server, calls, message_id, error)
+        self.rows += Log._call_rows(server, calls, message_id, error)
         if note is not None:
             state, detail = note
             outcome = {"processed": "ok", "failed": "error", "skipped": "skipped"}[state]
-            Log._write_rows([Log._row(server, message_id, "receive", outcome, message=(detail or "")[:500])])
+            self.rows.append(Log._row(server, message_id, "receive", outcome, message=(detail or "")[:500]))
+
+    def flush_logs(self):
+        rows, self.rows = self.rows, []
+        if rows:
+            self.inbox.env["mail.graph.api.log"]._write_rows(rows, kept=self.kept)
+
+    def close(self):
+        try:
+            self.flush_logs()
+        finally:
+            if self.kept is not None:
+                self.kept.close()
 
 
 class MailGraphInboxMessage(models.Model):
