@@ -174,20 +174,22 @@ class MailGraphInbox(models.Model):
         strip = (not fetchmail_server.attach) if fetchmail_server else self.strip_attachments
         try:
             with self.env.cr.savepoint():
-                outcome = Outcome.create(dict(values, state="processed"))
                 thread_id = (
                     self.env["mail.thread"]
                     .with_context(**context)
                     .message_process(model, mime, save_original=save_original, strip_attachments=strip)
                 )
-                outcome.detail = _("routed to %s", thread_id) if thread_id else _("handled (reply, bounce or loop)")
+                detail = _("routed to %s", thread_id) if thread_id else _("handled (reply, bounce or loop)")
+                # In the same savepoint: a second worker's row for this message makes this one fail and
+                # takes Odoo's processing back with it.
+                Outcome.create(dict(values, state="processed", detail=detail))
         except IntegrityError as exc:
             if _ONCE_INDEX not in str(exc):
                 return self._failed(values, exc)
             return "skipped", _("already processed by another worker")
         except Exception as exc:  # Odoo's gateway raises anything; one message must not block the rest
             return self._failed(values, exc)
-        return "processed", outcome.detail
+        return "processed", detail
 
     def _failed(self, values, exc):
         detail = f"{type(exc).__name__}: {exc}"[:1000]
@@ -235,6 +237,7 @@ class _Run:
         self.processed = self.failed = 0
         self._folders = {}
         self.rows = []
+        self.last_received = None
         # One cursor of our own for the log rows of the whole run (in tests the test's transaction serves).
         in_tests = compat.registry_in_test_mode(inbox.env)
         self.kept = None if in_tests else KeptCursor(inbox.env.registry)
@@ -299,10 +302,10 @@ class _Run:
     def process(self, incoming, mime):
         inbox = self.inbox
         state, detail = inbox._process(mime, incoming, self.fetchmail_server)
-        received = parse_received(incoming.received)
-        if received and (not inbox.last_received or received > inbox.last_received):
-            inbox.last_received = received
         inbox._commit()
+        received = parse_received(incoming.received)
+        if received and (not self.last_received or received > self.last_received):
+            self.last_received = received  # written once per batch (file_pending)
         self.log(incoming.internet_message_id, note=(state, detail))
         if state == "processed":
             self.processed += 1
@@ -313,8 +316,11 @@ class _Run:
         """Mark read and move what was processed and not filed yet (also what Graph failed to file at an
         earlier fetch): 10 messages per request. A message gone from the folder counts as filed."""
         inbox = self.inbox
+        if self.last_received and (not inbox.last_received or self.last_received > inbox.last_received):
+            inbox.last_received = self.last_received
         pending = inbox.env["mail.graph.inbox.message"].search([("inbox_id", "=", inbox.id), ("filed", "=", False)])
         if not pending:
+            inbox._commit()
             return
         moves = []
         for outcome in pending:
@@ -323,7 +329,7 @@ class _Run:
                 self._folders[name] = self.reader.ensure_folder(name)
             moves.append((outcome.graph_id, self._folders[name]))
         errors = self.reader.file_many(moves)
-        blocking = None
+        blocking, filed = None, pending.browse()
         for outcome in pending:
             error = errors.get(outcome.graph_id)
             if error is not None and error.status != 404:
@@ -331,7 +337,8 @@ class _Run:
                 continue
             if error is not None:
                 self.log(outcome.internet_message_id, error)  # gone from the folder: nothing left to file
-            outcome.filed = True
+            filed |= outcome
+        filed.write({"filed": True})
         inbox._commit()
         if blocking is not None:
             raise blocking
