@@ -160,7 +160,6 @@ class MailGraphInbox(models.Model):
     def _process(self, mime, incoming, fetchmail_server):
         """Hand one message to Odoo's gateway and write its outcome in the same transaction (savepoint);
         returns (state, detail)."""
-        Outcome = self.env["mail.graph.inbox.message"]
         values = {
             "inbox_id": self.id,
             "graph_id": incoming.id,
@@ -182,7 +181,7 @@ class MailGraphInbox(models.Model):
                 detail = _("routed to %s", thread_id) if thread_id else _("handled (reply, bounce or loop)")
                 # In the same savepoint: a second worker's row for this message makes this one fail and
                 # takes Odoo's processing back with it.
-                Outcome.create(dict(values, state="processed", detail=detail))
+                self._insert_outcome(dict(values, state="processed", detail=detail))
         except IntegrityError as exc:
             if _ONCE_INDEX not in str(exc):
                 return self._failed(values, exc)
@@ -191,12 +190,22 @@ class MailGraphInbox(models.Model):
             return self._failed(values, exc)
         return "processed", detail
 
+    def _insert_outcome(self, values):
+        """Plain SQL, once per message (the ORM's create() costs more than the row: docs/performance.md)."""
+        self.env.cr.execute(
+            "INSERT INTO mail_graph_inbox_message (inbox_id, graph_id, internet_message_id, received, subject, state, "
+            "detail, filed, create_uid, write_uid, create_date, write_date) VALUES (%(inbox_id)s, %(graph_id)s, "
+            "%(internet_message_id)s, %(received)s, %(subject)s, %(state)s, %(detail)s, false, %(uid)s, %(uid)s, "
+            "now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+            dict(values, uid=self.env.uid, detail=str(values["detail"])[:1000]),
+        )
+
     def _failed(self, values, exc):
         detail = f"{type(exc).__name__}: {exc}"[:1000]
         _logger.info("Graph inbox %s: message %s not processed: %s", self.name, values["internet_message_id"], detail)
         try:
             with self.env.cr.savepoint():
-                self.env["mail.graph.inbox.message"].create(dict(values, state="failed", detail=detail))
+                self._insert_outcome(dict(values, state="failed", detail=detail))
         except IntegrityError:
             return "skipped", _("already processed by another worker")
         return "failed", detail

@@ -65,6 +65,11 @@ class TestGraphIncoming(GraphTransactionCase):
     def _folder(self, name):
         return [m for m in self.fake.mailbox_messages(SENDER) if m["folder"] == name]
 
+    def _outcomes(self):
+        """What the inbox recorded per message (written by plain SQL: read from the database)."""
+        compat.invalidate_all(self.env)
+        return self.env["mail.graph.inbox.message"].search([("inbox_id", "=", self.inbox.id)])
+
     def _thread_messages(self, record):
         return self.env["mail.message"].search([("model", "=", record._name), ("res_id", "=", record.id)])
 
@@ -114,7 +119,7 @@ class TestGraphIncoming(GraphTransactionCase):
             self.fake.deliver(SENDER, _reply(SENDER, None, "Hello?", "Nobody expects this mail."))
             self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: Your quote", "Second answer"))
             self.assertEqual(self.inbox._fetch(), (1, 1))
-        failed = self.inbox.message_ids.filtered(lambda m: m.state == "failed")
+        failed = self._outcomes().filtered(lambda m: m.state == "failed")
         self.assertEqual(failed.subject, "Hello?")
         self.assertIn("route", failed.detail.lower())
         self.assertEqual([m["subject"] for m in self._folder("Odoo Errors")], ["Hello?"])
@@ -124,7 +129,7 @@ class TestGraphIncoming(GraphTransactionCase):
         self._reader().move(self._folder("Odoo Errors")[0]["id"], "inbox")
         self.assertEqual(self.inbox._fetch(), (1, 0))
         self.assertTrue(self.env["res.partner"].search([("name", "=", "Hello?")]))
-        self.assertEqual(self.inbox.message_ids.mapped("state"), ["processed", "processed"])
+        self.assertEqual(self._outcomes().mapped("state"), ["processed", "processed"])
 
     def test_history_before_the_connection_is_never_imported(self):
         self.fake.deliver(SENDER, _reply(SENDER, None, "Old mail", "From last year"))
@@ -143,7 +148,7 @@ class TestGraphIncoming(GraphTransactionCase):
             self.inbox._fetch()
         self.assertIn("503", self.inbox.last_error)
         self.assertEqual(len(self._folder("Inbox")), 1, "not filed: Graph failed")
-        self.assertEqual(self.inbox.message_ids.filtered("filed"), self.inbox.message_ids.browse())
+        self.assertFalse(self._outcomes().filtered("filed"))
         count = len(self._thread_messages(self.deal))
         self.fake.clear_faults()
         self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: second", "Second answer"))
@@ -152,7 +157,7 @@ class TestGraphIncoming(GraphTransactionCase):
         self.assertEqual(len(self._thread_messages(self.deal)), count + 1, "the first answer was not posted twice")
         self.assertEqual(sorted(m["subject"] for m in self._folder("Odoo Processed")), ["Re: first", "Re: second"])
         self.assertFalse(self.inbox.last_error)
-        self.assertEqual(len(self.inbox.message_ids), 2)
+        self.assertEqual(len(self._outcomes()), 2)
 
     def test_throttled_read_is_retried(self):
         message = self._post_and_send(self.customer)
