@@ -160,6 +160,17 @@ def _check_from(state: State, token: AccessToken, user: Dict[str, Any], from_add
         raise GraphError(403, "ErrorSendAsDenied", SEND_AS_DENIED)
 
 
+def unknown_property(name: str, type_name: str, open_type_hint: bool = False) -> GraphError:
+    """Graph's answer to a property its type does not have (``type_name``: "message", "mailFolder", ...)."""
+    hint = " or mark the type as open type" if open_type_hint else ""
+    return GraphError(
+        400,
+        "RequestBodyRead",
+        f"The property '{name}' does not exist on type 'microsoft.graph.{type_name}'. "
+        f"Make sure to only use property names that are defined by the type{hint}.",
+    )
+
+
 def _parse_json(request: Request) -> Dict[str, Any]:
     if request.media_type() != "application/json":
         raise GraphError(
@@ -221,11 +232,7 @@ def _validate_message(message: Any) -> List[Dict[str, Any]]:
         raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")
     unknown = set(message) - MESSAGE_PROPERTIES
     if unknown:
-        name = sorted(unknown)[0]
-        raise GraphError(
-            400, "RequestBodyRead", f"The property '{name}' does not exist on type 'microsoft.graph.message'. "
-            "Make sure to only use property names that are defined by the type or mark the type as open type."
-        )  # fmt: skip
+        raise unknown_property(sorted(unknown)[0], "message", open_type_hint=True)
     for key in ("toRecipients", "ccRecipients", "bccRecipients", "replyTo"):
         _recipients(message, key)
     if message.get("from"):
@@ -604,10 +611,7 @@ def add_attachment(state: State, request: Request, target: str, draft_id: str) -
             )
         unknown = set(item) - FILE_ATTACHMENT_PROPERTIES
         if unknown:
-            raise GraphError(
-                400, "RequestBodyRead", f"The property '{sorted(unknown)[0]}' does not exist on type "
-                "'microsoft.graph.fileAttachment'. Make sure to only use property names that are defined by the type."
-            )  # fmt: skip
+            raise unknown_property(sorted(unknown)[0], "fileAttachment")
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise GraphError(400, "ErrorInvalidParameter", "The attachment name is required.")

@@ -220,10 +220,7 @@ def create_mail_folder(state: State, request: Request, target: str) -> Response:
         payload = graph._parse_json(request)
         unknown = set(payload) - {"displayName", "isHidden"}
         if unknown:
-            raise GraphError(
-                400, "RequestBodyRead", f"The property '{sorted(unknown)[0]}' does not exist on type "
-                "'microsoft.graph.mailFolder'. Make sure to only use property names that are defined by the type."
-            )  # fmt: skip
+            raise graph.unknown_property(sorted(unknown)[0], "mailFolder")
         name = payload.get("displayName")
         if not isinstance(name, str) or not name.strip():
             raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'DisplayName' is empty.")
@@ -260,10 +257,7 @@ def update_message(state: State, request: Request, target: str, message_id: str)
         payload = graph._parse_json(request)
         for name in payload:
             if name not in SELECTABLE and name not in graph.MESSAGE_PROPERTIES:
-                raise GraphError(
-                    400, "RequestBodyRead", f"The property '{name}' does not exist on type 'microsoft.graph.message'. "
-                    "Make sure to only use property names that are defined by the type or mark the type as open type."
-                )  # fmt: skip
+                raise graph.unknown_property(name, "message", open_type_hint=True)
             if name not in WRITABLE:
                 raise GraphError(400, "ErrorInvalidPropertySet", f"Set action is invalid for property '{name}'.")
         if "isRead" in payload and not isinstance(payload["isRead"], bool):
