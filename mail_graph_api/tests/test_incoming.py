@@ -169,6 +169,15 @@ class TestGraphIncoming(GraphTransactionCase):
         )
         self.assertEqual(retried.http_status, 429)
 
+    def test_an_expired_token_is_renewed_while_reading(self):
+        message = self._post_and_send(self.customer)
+        self.fake.deliver(SENDER, _reply(SENDER, message.message_id, "Re: quote", "Answer"))
+        self.fake.expire_tokens()  # Microsoft answers 401 to the token Odoo holds
+        self.mark()
+        self.assertEqual(self.inbox._fetch(), (1, 0))
+        self.assertEqual(len(self.graph_calls("token")), 1, "one renewal, then the fetch went on")
+        self.assertEqual([c["status"] for c in self.graph_calls("delta")], [401, 200])
+
     def test_a_message_is_processed_once_even_when_handed_over_twice(self):
         """Two workers reading the same page: the outcome row is written with Odoo's processing, and a second
         identical one is refused by the database."""
