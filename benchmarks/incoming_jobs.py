@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 import urllib.request
 from typing import Dict, List
@@ -162,6 +163,13 @@ def drain_graph(env, max_rounds: int = 50) -> Dict:
     wall, cpu = time.perf_counter(), time.process_time()
     rounds: List[List[int]] = []
     errors: List[str] = []
+    profile = os.environ.get("MAIL_GRAPH_PROFILE")  # a path: cProfile statistics of the drain (not for figures)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     while len(rounds) < max_rounds:
         try:
             processed, failed = inboxes._fetch()
@@ -173,6 +181,9 @@ def drain_graph(env, max_rounds: int = 50) -> Dict:
         if (processed, failed) == (0, 0):
             break
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     env.cr.commit()
     commits = _commits(env) - commits - 1
     inboxes.invalidate_recordset()

@@ -157,26 +157,45 @@ class MailGraphInbox(models.Model):
 
     # -- one message ----------------------------------------------------------------------------------------
 
-    def _process(self, mime, incoming, fetchmail_server):
-        """Hand one message to Odoo's gateway and write its outcome in the same transaction (savepoint);
-        returns (state, detail)."""
-        values = {
+    def _options(self, fetchmail_server=None):
+        """How Odoo's gateway is called, read once per fetch (every commit empties the ORM's cache)."""
+        if fetchmail_server:
+            return {
+                "inbox_id": self.id,
+                "context": {"default_fetchmail_server_id": fetchmail_server.id},
+                "model": fetchmail_server.object_id.model or False,
+                "save_original": fetchmail_server.original,
+                "strip_attachments": not fetchmail_server.attach,
+            }
+        return {
             "inbox_id": self.id,
+            "context": {},
+            "model": self.model_id.model or False,
+            "save_original": self.save_original,
+            "strip_attachments": self.strip_attachments,
+        }
+
+    def _process(self, mime, incoming, options):
+        """Hand one message to Odoo's gateway and write its outcome in the same transaction (savepoint);
+        returns (state, detail). ``options``: :meth:`_options`."""
+        values = {
+            "inbox_id": options["inbox_id"],
             "graph_id": incoming.id,
             "internet_message_id": incoming.internet_message_id,
             "received": parse_received(incoming.received),
             "subject": (incoming.subject or "")[:250],
         }
-        context = {"default_fetchmail_server_id": fetchmail_server.id} if fetchmail_server else {}
-        model = (fetchmail_server.object_id.model if fetchmail_server else self.model_id.model) or False
-        save_original = fetchmail_server.original if fetchmail_server else self.save_original
-        strip = (not fetchmail_server.attach) if fetchmail_server else self.strip_attachments
         try:
             with self.env.cr.savepoint():
                 thread_id = (
                     self.env["mail.thread"]
-                    .with_context(**context)
-                    .message_process(model, mime, save_original=save_original, strip_attachments=strip)
+                    .with_context(**options["context"])
+                    .message_process(
+                        options["model"],
+                        mime,
+                        save_original=options["save_original"],
+                        strip_attachments=options["strip_attachments"],
+                    )
                 )
                 detail = _("routed to %s", thread_id) if thread_id else _("handled (reply, bounce or loop)")
                 # In the same savepoint: a second worker's row for this message makes this one fail and
@@ -202,7 +221,9 @@ class MailGraphInbox(models.Model):
 
     def _failed(self, values, exc):
         detail = f"{type(exc).__name__}: {exc}"[:1000]
-        _logger.info("Graph inbox %s: message %s not processed: %s", self.name, values["internet_message_id"], detail)
+        _logger.info(
+            "Graph inbox #%s: message %s not processed: %s", values["inbox_id"], values["internet_message_id"], detail
+        )
         try:
             with self.env.cr.savepoint():
                 self._insert_outcome(dict(values, state="failed", detail=detail))
@@ -245,6 +266,8 @@ class _Run:
         self.limit, self.fetchmail_server = limit, fetchmail_server
         self.processed = self.failed = 0
         self._folders = {}
+        self.server = inbox.mail_server_id  # only its id is used from here on: no read after a commit
+        self.options = inbox._options(fetchmail_server)
         self.rows = []
         self.last_received = None
         # One cursor of our own for the log rows of the whole run (in tests the test's transaction serves).
@@ -310,7 +333,7 @@ class _Run:
 
     def process(self, incoming, mime):
         inbox = self.inbox
-        state, detail = inbox._process(mime, incoming, self.fetchmail_server)
+        state, detail = inbox._process(mime, incoming, self.options)
         inbox._commit()
         received = parse_received(incoming.received)
         if received and (not self.last_received or received > self.last_received):
@@ -357,7 +380,7 @@ class _Run:
         :meth:`flush_logs` on a cursor of the run's own, once per batch of messages."""
         Log = self.inbox.env["mail.graph.api.log"]
         calls, self.calls[:] = list(self.calls), []
-        server = self.inbox.mail_server_id
+        server = self.server
         self.rows += Log._call_rows(server, calls, message_id, error)
         if note is not None:
             state, detail = note

@@ -187,9 +187,9 @@ class TestGraphIncoming(GraphTransactionCase):
         incoming = page.messages[0]
         mime = self._reader().fetch_mime(incoming.id)
         before = len(self._thread_messages(self.deal))
-        self.assertEqual(self.inbox._process(mime, incoming, None)[0], "processed")
+        self.assertEqual(self.inbox._process(mime, incoming, self.inbox._options())[0], "processed")
         with mute_logger("odoo.sql_db"):
-            self.assertEqual(self.inbox._process(mime, incoming, None)[0], "skipped")
+            self.assertEqual(self.inbox._process(mime, incoming, self.inbox._options())[0], "skipped")
         self.assertEqual(len(self._thread_messages(self.deal)), before + 1)
 
     def test_option_off_switches_reading_off_and_back_from_now(self):
