@@ -24,16 +24,20 @@ MINUTE = datetime.timedelta(minutes=1)
 DAY = datetime.timedelta(hours=24)
 QUOTA_LOCK = 7_356_002  # advisory lock key space: one lock per mailbox
 
-SENDS_OF_MAILBOX = """
-SELECT l.create_date, COALESCE(l.recipients, 0)
+_SENDS_WHERE = """
   FROM mail_graph_api_log l
   JOIN ir_mail_server s ON s.id = l.mail_server_id
  WHERE lower(s.graph_sender_email) = lower(%(mailbox)s)
    AND l.operation IN %(sending)s
    AND l.outcome IN ('ok', 'ambiguous', 'pending')
    AND l.create_date > (now() AT TIME ZONE 'UTC') - interval '24 hours'
- ORDER BY l.create_date
 """
+SENDS_OF_MAILBOX = "SELECT l.create_date, COALESCE(l.recipients, 0)" + _SENDS_WHERE + " ORDER BY l.create_date"
+# What every send asks first: one aggregate row (the rows themselves only when a limit is reached).
+TOTALS_OF_MAILBOX = (
+    "SELECT count(*) FILTER (WHERE l.create_date > (now() AT TIME ZONE 'UTC') - interval '1 minute'), "
+    "COALESCE(sum(l.recipients), 0)" + _SENDS_WHERE
+)
 
 
 class QuotaWait(GraphMailError):
@@ -89,7 +93,13 @@ def next_slot(
 
 def take_slot(cr, mailbox: str, sending_operations, recipients: int, per_minute: int, per_day: int, now=None):
     """Under the mailbox's lock (this transaction): raise :class:`QuotaWait` when there is no room."""
+    if not per_minute and not per_day:
+        return
     cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(lower(%s)))", (QUOTA_LOCK, mailbox))
+    cr.execute(TOTALS_OF_MAILBOX, {"mailbox": mailbox, "sending": sending_operations})
+    last_minute, last_day = cr.fetchone()
+    if (not per_minute or last_minute < per_minute) and (not per_day or last_day + recipients <= per_day):
+        return
     now = now or _utcnow(cr)
     slot = next_slot(sends(cr, mailbox, sending_operations), now, recipients, per_minute, per_day)
     if slot is not None:
