@@ -61,11 +61,11 @@ def sends(cr, mailbox: str, sending_operations: Tuple[str, ...]) -> List[Tuple[d
     return list(cr.fetchall())
 
 
-def usage(rows, now: datetime.datetime) -> Usage:
-    return Usage(
-        messages_last_minute=sum(1 for when, _ in rows if when > now - MINUTE),
-        recipients_last_day=sum(count for _, count in rows),
-    )
+def usage(cr, mailbox: str, sending_operations: Tuple[str, ...]) -> Usage:
+    """The mailbox's use now: one aggregate row (what every send asks first, and what the form shows)."""
+    cr.execute(TOTALS_OF_MAILBOX, {"mailbox": mailbox, "sending": sending_operations})
+    last_minute, last_day = cr.fetchone()
+    return Usage(messages_last_minute=last_minute, recipients_last_day=last_day)
 
 
 def next_slot(
@@ -96,9 +96,9 @@ def take_slot(cr, mailbox: str, sending_operations, recipients: int, per_minute:
     if not per_minute and not per_day:
         return
     cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(lower(%s)))", (QUOTA_LOCK, mailbox))
-    cr.execute(TOTALS_OF_MAILBOX, {"mailbox": mailbox, "sending": sending_operations})
-    last_minute, last_day = cr.fetchone()
-    if (not per_minute or last_minute < per_minute) and (not per_day or last_day + recipients <= per_day):
+    used = usage(cr, mailbox, sending_operations)
+    minute_ok = not per_minute or used.messages_last_minute < per_minute
+    if minute_ok and (not per_day or used.recipients_last_day + recipients <= per_day):
         return
     now = now or _utcnow(cr)
     slot = next_slot(sends(cr, mailbox, sending_operations), now, recipients, per_minute, per_day)

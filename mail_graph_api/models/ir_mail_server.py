@@ -275,13 +275,11 @@ class IrMailServer(models.Model):
     def _compute_graph_usage(self):
         """Today's use of each server's mailbox (shared by every server sending as it)."""
         Log = self.env["mail.graph.api.log"]
-        self.env.cr.execute("SELECT now() AT TIME ZONE 'UTC'")
-        now = self.env.cr.fetchone()[0]
         for server in self:
             if not (server.use_graph_api and server.graph_sender_email):
                 server.graph_usage_minute = server.graph_usage_day = server.graph_usage_percent = 0
                 continue
-            used = quota.usage(quota.sends(self.env.cr, server.graph_sender_email, Log.SENDING_OPERATIONS), now)
+            used = quota.usage(self.env.cr, server.graph_sender_email, Log.SENDING_OPERATIONS)
             server.graph_usage_minute = used.messages_last_minute
             server.graph_usage_day = used.recipients_last_day
             limit = server.graph_daily_recipient_limit
