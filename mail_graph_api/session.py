@@ -116,6 +116,7 @@ class GraphSession:
         self._needs_reauth = server.graph_connection_state == "reauth"
         self._stand_ins = set()  # deferred attachments of this batch, forgotten at quit()
         self._kept = None  # the batch's own cursor for log rows, closed at quit()
+        self._members = {}  # sessions of the mailbox pool's other servers, opened when this quota is spent
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
@@ -131,6 +132,10 @@ class GraphSession:
 
     def quit(self):
         try:
+            for member in self._members.values():
+                member._kept = None  # ours, closed below
+                member.quit()
+            self._members.clear()
             self.flush_logs()
         finally:
             deferred.release(self._stand_ins)
@@ -146,19 +151,62 @@ class GraphSession:
 
     def send_message(self, message, from_addr=None, to_addrs=None):
         message_id = message["Message-Id"]
-        self._pending = []
-        self._recipients = sorted({address.strip().lower() for address in to_addrs or []})
-        self._recipients_key = recipients_key(self._recipients)
+        self._prepare(message, to_addrs)
         self._stand_ins.update(deferred.stand_ins_of(message))
         if self._kept is None and not compat.registry_in_test_mode(self._server.env):
             self._kept = KeptCursor(self._server.env.registry)  # in tests, the test's cursor serves instead
         try:
             self._send(message, to_addrs)
+        except quota.QuotaWait as wait:
+            self.flush_logs()
+            if not self._send_through_pool(message, from_addr, to_addrs, wait):
+                self.flush_logs(message_id=message_id, error=wait)
+                self._handle_failure(message, from_addr, to_addrs, wait)
         except GraphMailError as error:
             self.flush_logs(message_id=message_id, error=error)
             self._handle_failure(message, from_addr, to_addrs, error)
         else:
             self.flush_logs(message_id=message_id)
+
+    def _prepare(self, message, to_addrs):
+        self._pending = []
+        self._recipients = sorted({address.strip().lower() for address in to_addrs or []})
+        self._recipients_key = recipients_key(self._recipients)
+
+    # Mailbox pool ----------------------------------------------------------------
+
+    def _send_through_pool(self, message, from_addr, to_addrs, wait):
+        """This mailbox's quota is spent: the next server of its pool with room sends the mail (issue #16).
+        The duplicate guard already ran for this mail; each member takes its own slot, so two workers never
+        overfill a member either. True when a member sent it."""
+        for member in self._server._graph_pool_members():
+            session = self._member_session(member)
+            session._prepare(message, to_addrs)
+            try:
+                session._send(message, to_addrs, guarded=True)
+            except quota.QuotaWait:
+                session.flush_logs()
+                continue
+            except GraphMailError as error:
+                session.flush_logs(message_id=message["Message-Id"], error=error)
+                if error.nothing_sent and not isinstance(error, MessageRejected):
+                    session._note_failure(error)
+                    continue  # this member cannot send now (throttled, signed out): the next one may
+                # Microsoft refused the mail itself, or may have taken it: the pool stops here.
+                session._handle_failure(message, from_addr, to_addrs, error)
+            session.flush_logs(message_id=message["Message-Id"])
+            self._server.env["mail.graph.api.log"]._record_pool_failover(
+                self._server, member, message["Message-Id"], wait, kept=self._kept
+            )
+            return True
+        return False
+
+    def _member_session(self, member):
+        session = self._members.get(member.id)
+        if session is None:
+            session = self._members[member.id] = member._graph_session(smtp_from=self.smtp_from)
+            session._kept = self._kept  # the batch's cursor: closed by this session's quit()
+        return session
 
     # Graph -------------------------------------------------------------------
 
@@ -166,7 +214,7 @@ class GraphSession:
         delegated = self._server.graph_auth_mode == "delegated"
         return self._client.whoami(None if delegated else self.mailbox)
 
-    def _send(self, message, to_addrs):
+    def _send(self, message, to_addrs, guarded=False):
         server = self._server
         if self._needs_reauth:
             raise InvalidGrantError(
@@ -181,7 +229,7 @@ class GraphSession:
                 retry_after=self._throttled_until - time.monotonic(),
                 nothing_sent=True,
             )
-        if self._already_sent(message["Message-Id"]):
+        if not guarded and self._already_sent(message["Message-Id"]):
             return
         self._align_from(message)
         Log = server.env["mail.graph.api.log"].sudo()
@@ -265,13 +313,17 @@ class GraphSession:
         if not message["Reply-To"] and address:
             message["Reply-To"] = original
 
-    def _handle_failure(self, message, from_addr, to_addrs, error):
-        server = self._server
+    def _note_failure(self, error):
+        """What the rest of the batch must know: a lost grant, a throttled mailbox."""
         if isinstance(error, InvalidGrantError):
             self._needs_reauth = True
-            server._graph_record_error(error)
+            self._server._graph_record_error(error)
         if isinstance(error, Throttled):
             self._throttled_until = time.monotonic() + float(error.retry_after or 60)
+
+    def _handle_failure(self, message, from_addr, to_addrs, error):
+        server = self._server
+        self._note_failure(error)
         # A mail waiting for the mailbox's quota must not leave by SMTP: Exchange counts that mailbox's SMTP mail too.
         if error.nothing_sent and server.graph_smtp_fallback and not isinstance(error, quota.QuotaWait):
             self._send_by_smtp(message, from_addr, to_addrs, error)

@@ -146,6 +146,13 @@ class IrMailServer(models.Model):
     graph_usage_minute = fields.Integer("Mails in the last minute", compute="_compute_graph_usage")
     graph_usage_day = fields.Integer("Recipients in the last 24 hours", compute="_compute_graph_usage")
     graph_usage_percent = fields.Float("Daily quota used (%)", compute="_compute_graph_usage", digits=(5, 1))
+    graph_pool = fields.Char(
+        "Mailbox Pool",
+        help="Graph servers with the same pool name (without one: the same FROM filter) share their senders' mail: "
+        "when this mailbox's sending quota is spent, the mail goes through the next server of the pool with room, "
+        "by priority. The Graph API Logs say which.",
+    )
+    graph_pool_usage = fields.Char("Pool Use", compute="_compute_graph_usage")
     graph_fetch_inbox = fields.Boolean(
         "Process bounces and replies from this mailbox",
         default=True,
@@ -273,17 +280,70 @@ class IrMailServer(models.Model):
         super(IrMailServer, self - graph)._compute_smtp_authentication_info()
 
     def _compute_graph_usage(self):
-        """Today's use of each server's mailbox (shared by every server sending as it)."""
+        """Today's use of each server's mailbox (shared by every server sending as it), and of its pool."""
         Log = self.env["mail.graph.api.log"]
+        usages = {}
+
+        def usage_of(server):
+            mailbox = server.graph_sender_email.lower()
+            if mailbox not in usages:
+                usages[mailbox] = quota.usage(self.env.cr, mailbox, Log.SENDING_OPERATIONS)
+            return usages[mailbox]
+
         for server in self:
+            server.graph_pool_usage = False
             if not (server.use_graph_api and server.graph_sender_email):
                 server.graph_usage_minute = server.graph_usage_day = server.graph_usage_percent = 0
                 continue
-            used = quota.usage(self.env.cr, server.graph_sender_email, Log.SENDING_OPERATIONS)
+            used = usage_of(server)
             server.graph_usage_minute = used.messages_last_minute
             server.graph_usage_day = used.recipients_last_day
             limit = server.graph_daily_recipient_limit
             server.graph_usage_percent = 100.0 * used.recipients_last_day / limit if limit else 0.0
+            members = server._graph_pool_members() if server.id else self.browse()
+            if members:
+                pool = server | members
+                sent = sum(usage_of(member).recipients_last_day for member in pool)
+                room = sum(member.graph_daily_recipient_limit for member in pool)
+                share = (
+                    f" ({100.0 * sent / room:.1f}%)" if room and all(pool.mapped("graph_daily_recipient_limit")) else ""
+                )
+                server.graph_pool_usage = _(
+                    "%(count)s mailboxes: %(sent)s of %(room)s recipients in the last 24 hours%(share)s",
+                    count=len(pool),
+                    sent=sent,
+                    room=room if share else _("no limit"),
+                    share=share,
+                )
+
+    def _graph_pool_key(self):
+        """Servers with the same key form a mailbox pool: the pool name, else the FROM filter."""
+        if self.graph_pool and self.graph_pool.strip():
+            return ("pool", self.graph_pool.strip().lower())
+        if compat.has_from_filter() and self.from_filter:
+            return ("from_filter", self.from_filter.strip().lower())
+        return None
+
+    def _graph_pool_members(self):
+        """The other servers of this server's pool that may send its mail when its quota is spent, in the
+        order they are tried (priority, then id): one per other mailbox, none that needs a new sign-in."""
+        self.ensure_one()
+        key = self._graph_pool_key()
+        if not key:
+            return self.browse()
+        mailboxes = {(self.graph_sender_email or "").lower()}
+        members = self.browse()
+        candidates = self.sudo().search(
+            [("use_graph_api", "=", True), ("id", "!=", self.id), ("graph_sender_email", "!=", False)],
+            order="sequence, id",
+        )
+        for server in candidates:
+            mailbox = server.graph_sender_email.lower()
+            if server._graph_pool_key() != key or mailbox in mailboxes or server.graph_connection_state == "reauth":
+                continue
+            mailboxes.add(mailbox)
+            members |= server
+        return members
 
     @api.depends("graph_certificate")
     def _compute_graph_certificate_expiry(self):

@@ -85,6 +85,7 @@ class MailGraphApiLog(models.Model):
             ("ambiguous", "Outcome unknown (may have been sent)"),
             ("pending", "Being sent (or interrupted)"),
             ("fallback", "Sent by SMTP fallback"),
+            ("pool", "Sent by another mailbox of the pool"),
             ("skipped", "Not sent again (already accepted)"),
             ("decision", "Administrator: send again"),
         ],
@@ -256,6 +257,14 @@ class MailGraphApiLog(models.Model):
         self._write_rows(
             [self._row(server, message_id, "duplicate_guard", outcome, recipients_key, message=text[:500])], (), kept
         )
+
+    @api.model
+    def _record_pool_failover(self, server, member, message_id, wait, kept=None):
+        """A mail this server's quota could not take went through another mailbox of its pool."""
+        text = f"{wait} Sent through {member.graph_sender_email} ({member.name}) of the same mailbox pool."
+        _logger.info("Mail %s: %s", message_id, text)
+        row = self._row(server, message_id, "mailbox_pool", "pool", code=wait.code, message=text[:500])
+        self._write_rows([row], (), kept)
 
     @api.model
     def _record_fallback(self, server, message_id, graph_error, smtp_error):

@@ -13,7 +13,10 @@ from fake_microsoft.testing import self_signed_certificate
 from graph_mail.auth import clear_caches
 
 from .. import compat, tokens
-from .common import GraphTransactionCase
+from .common import SENDER, GraphTransactionCase
+
+SALES = "sales@contoso.onmicrosoft.com"
+NOREPLY = "noreply@contoso.onmicrosoft.com"
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
@@ -125,6 +128,90 @@ class TestGraphUnattended(GraphTransactionCase):
         self.assertEqual(self.sent(), [], "nothing reached Microsoft")
         self.assertEqual(self.graph_calls("sendMail"), [])
 
+    def _pool(self, **overrides):
+        """This test's server and two more mailboxes, all in application mode (the app may send as each)."""
+        values = dict(graph_auth_mode="application_secret", graph_rate_limit=1, graph_daily_recipient_limit=0)
+        values.update(overrides)
+        self.server.write(dict(values, sequence=10))
+        Server = self.env["ir.mail_server"]
+        late = Server.create(
+            self.graph_server_values(name="pool late", graph_sender_email=NOREPLY, sequence=30, **values)
+        )
+        early = Server.create(
+            self.graph_server_values(name="pool early", graph_sender_email=SALES, sequence=20, **values)
+        )
+        return early, late
+
+    def _pool_rows(self):
+        Log = self.env["mail.graph.api.log"].sudo()
+        return Log.search([("operation", "=", "mailbox_pool")], order="id")
+
+    def test_a_spent_mailbox_hands_its_mail_to_the_next_of_its_pool_by_priority(self):
+        early, late = self._pool(graph_pool="Sales team")
+        outsider = self.env["ir.mail_server"].create(
+            self.graph_server_values(name="other pool", graph_sender_email="it@contoso.onmicrosoft.com",
+                                     graph_auth_mode="application_secret", graph_pool="IT", sequence=1)
+        )  # fmt: skip
+        self.mark()
+        mails = self._queue(4)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails.mapped("state"), ["sent", "sent", "sent", "outgoing"])
+        senders = [message["mailbox"] for message in self.sent()]
+        self.assertEqual(senders, [SENDER, SALES, NOREPLY], "one mail per mailbox, in the pool's order")
+        self.assertIn("Waiting for the sending quota", mails[3].failure_reason, "the whole pool is spent")
+        rows = self._pool_rows()
+        self.assertEqual(rows.mapped("mail_server_id"), self.server | self.server)
+        self.assertEqual(rows.mapped("outcome"), ["pool", "pool"])
+        self.assertIn(f"Sent through {SALES}", rows[0].message)
+        self.assertIn(f"Sent through {NOREPLY}", rows[1].message)
+        sent_by = (
+            self.env["mail.graph.api.log"]
+            .sudo()
+            .search(
+                [("operation", "in", list(self.env["mail.graph.api.log"].SENDING_OPERATIONS)), ("outcome", "=", "ok")]
+            )
+        )
+        self.assertEqual(
+            sorted(sent_by.mapped("mail_server_id.name")), sorted([self.server.name, early.name, late.name])
+        )
+        self.assertFalse(outsider.graph_log_ids, "another pool is never used")
+        compat.invalidate(self.server | early | late)
+        self.assertIn("3 mailboxes: 3 of", self.server.graph_pool_usage)
+        self.assertEqual(early.graph_usage_minute, 1)
+        self.assertFalse(outsider.graph_pool_usage, "alone in its pool")
+        # The next minute the first mailbox has room again: the waiting mail goes once, through it.
+        for server in self.server | early | late:
+            self._age_sends(datetime.timedelta(minutes=2), server)
+        self.env["mail.mail"].process_email_queue(mails[3].ids)
+        self.assertEqual(mails[3].state, "sent")
+        self.assertEqual([message["mailbox"] for message in self.sent()], [SENDER, SALES, NOREPLY, SENDER])
+
+    def test_servers_with_one_from_filter_form_a_pool_without_a_name(self):
+        if not compat.has_from_filter():
+            self.skipTest("14.0 has no FROM filter: pools are named there")
+        early, late = self._pool(from_filter="contoso.onmicrosoft.com", graph_pool=False)
+        late.from_filter = "fabrikam.example"  # serves other senders: not in the pool
+        self.mark()
+        mails = self._queue(3)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails.mapped("state"), ["sent", "sent", "outgoing"])
+        self.assertEqual([message["mailbox"] for message in self.sent()], [SENDER, SALES])
+        self.assertEqual(self.server._graph_pool_members(), early)
+
+    def test_a_pool_member_that_cannot_send_is_passed_over(self):
+        early, _late = self._pool(graph_pool="Sales team")
+        early.graph_client_secret = "not the secret"  # signs in with nothing sent: the next member takes the mail
+        self.mark()
+        mails = self._queue(2)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session",
+                         "odoo.addons.mail_graph_api.models.ir_mail_server", "graph_mail"):  # fmt: skip
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails.mapped("state"), ["sent", "sent"])
+        self.assertEqual([message["mailbox"] for message in self.sent()], [SENDER, NOREPLY])
+        self.assertIn(f"Sent through {NOREPLY}", self._pool_rows().message)
+
     def _queue(self, count, recipients=1, subject="Quota"):
         mails = self.env["mail.mail"].sudo()
         for n in range(count):
@@ -133,12 +220,12 @@ class TestGraphUnattended(GraphTransactionCase):
                                    "email_from": self.server.graph_sender_email, "mail_server_id": self.server.id})  # fmt: skip
         return mails
 
-    def _age_sends(self, delta):
+    def _age_sends(self, delta, server=None):
         """As if the mailbox's sends so far had happened ``delta`` earlier."""
         compat.flush_all(self.env)
         self.env.cr.execute(
             "UPDATE mail_graph_api_log SET create_date = create_date - %s WHERE mail_server_id = %s",
-            (delta, self.server.id),
+            (delta, (server or self.server).id),
         )
 
     def test_a_mail_beyond_the_rate_limit_waits_queued_then_goes(self):
