@@ -16,6 +16,7 @@
         "views/ir_mail_server_views.xml",
         "views/mail_graph_api_log_views.xml",
         "views/mail_graph_inbox_views.xml",
+        "views/mail_graph_alert_views.xml",
         "views/fetchmail_server_views.xml",
         "views/mail_mail_views.xml",
         "views/templates.xml",

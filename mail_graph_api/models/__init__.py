@@ -4,6 +4,7 @@ from . import (
     ir_attachment,
     ir_mail_server,
     ir_ui_view,
+    mail_graph_alert,
     mail_graph_api_log,
     mail_graph_inbox,
     mail_mail,

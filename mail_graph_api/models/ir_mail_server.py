@@ -153,6 +153,17 @@ class IrMailServer(models.Model):
         "by priority. The Graph API Logs say which.",
     )
     graph_pool_usage = fields.Char("Pool Use", compute="_compute_graph_usage")
+    graph_alert_quota_minutes = fields.Integer(
+        "Alert after waiting (minutes)",
+        default=60,
+        help="Alert the administrators when mail has waited longer than this for the mailbox's sending quota. 0: never.",
+    )
+    graph_alert_failures = fields.Integer(
+        "Alert after failures in a row",
+        default=5,
+        help="Alert the administrators when this many mails in a row failed through this server. 0: never.",
+    )
+    graph_alert_text = fields.Text("Alerts", compute="_compute_graph_alert_text")
     graph_fetch_inbox = fields.Boolean(
         "Process bounces and replies from this mailbox",
         default=True,
@@ -345,6 +356,13 @@ class IrMailServer(models.Model):
             members |= server
         return members
 
+    def _compute_graph_alert_text(self):
+        """The banner: what is wrong now and how to fix it (live, whatever the alerts cron last saw)."""
+        Alert = self.env["mail.graph.alert"].sudo()
+        for server in self:
+            conditions = Alert._conditions(server.sudo()) if server.use_graph_api and server.id else []
+            server.graph_alert_text = "\n\n".join(f"{c['name']} {c['fix']}" for c in conditions) or False
+
     @api.depends("graph_certificate")
     def _compute_graph_certificate_expiry(self):
         for server in self:
@@ -464,8 +482,11 @@ class IrMailServer(models.Model):
             values["graph_refresh_token"] = tokens.refresh_token
         if tokens.account:
             values["graph_account"] = tokens.account
+        signed_out = self.graph_connection_state == "reauth"
         # super().write: these are token fields, the client/tenant did not change.
         super(IrMailServer, self.sudo()).write(values)
+        if signed_out:
+            self.env["mail.graph.alert"].sudo()._sync(self)  # the "sign-in needed" alert clears at once
 
     def action_graph_disconnect(self):
         self._graph_check_admin()

@@ -269,3 +269,124 @@ class TestGraphUnattended(GraphTransactionCase):
         self._age_sends(datetime.timedelta(hours=25))
         self.env["mail.mail"].process_email_queue(second.ids)
         self.assertEqual(second.state, "sent")
+
+
+@tagged("post_install", "-at_install", "mail_graph_api")
+class TestGraphAlerts(GraphTransactionCase):
+    """One alert per event for the administrators (activity, banner, e-mail through a working server), cleared
+    when its cause is gone."""
+
+    def setUp(self):
+        super().setUp()
+        self.Alert = self.env["mail.graph.alert"].sudo()
+        self.admin = self.env.ref("base.user_admin")
+        if not self.admin.email:
+            self.admin.email = "admin@example.com"
+        self.smtp = self.env["ir.mail_server"].create(
+            {"name": "Working SMTP", "smtp_host": "127.0.0.1", "smtp_port": 2525, "sequence": 50}
+        )
+
+    def _alerts(self, **domain):
+        return self.Alert.with_context(active_test=False).search(
+            [("mail_server_id", "=", self.server.id)] + [(k, "=", v) for k, v in domain.items()], order="id"
+        )
+
+    def _alert_mails(self):
+        return self.env["mail.mail"].sudo().search([("subject", "like", "Odoo mail:")])
+
+    def _queue(self, count, subject="Alert"):
+        mails = self.env["mail.mail"].sudo()
+        for n in range(count):
+            mails |= mails.create({"subject": f"{subject} {n}", "body_html": "<p>Hi</p>", "email_to": f"a{n}@fabrikam.example",
+                                   "email_from": self.server.graph_sender_email, "mail_server_id": self.server.id})  # fmt: skip
+        return mails
+
+    def test_a_server_signed_out_alerts_once_and_clears_when_signed_in_again(self):
+        self.connect_server()
+        self.fake.revoke_refresh_tokens()
+        self.fake.expire_tokens()
+        tokens._memory.clear()
+        clear_caches()
+        self.server.sudo().graph_access_token_expiry = fields.Datetime.now() - datetime.timedelta(hours=2)
+        mails = self._queue(2)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session", "graph_mail"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        compat.invalidate(self.server)
+        self.assertEqual(self.server.graph_connection_state, "reauth")
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_alert"):
+            opened = self.Alert._cron_check()
+            self.Alert._cron_check()  # still true: nothing new
+        alert = self._alerts()
+        self.assertEqual(opened, alert)
+        self.assertEqual(alert.kind, "reauth")
+        self.assertIn("Authenticate with Microsoft", alert.fix)
+        self.assertIn(self.admin, alert.activity_ids.mapped("user_id"), "the administrator has a to-do")
+        self.assertEqual(len(alert.activity_ids.filtered(lambda a: a.user_id == self.admin)), 1)
+        (mail,) = self._alert_mails()
+        self.assertEqual(mail.mail_server_id, self.smtp, "the alert goes through the server that works")
+        self.assertIn(self.admin.email, mail.email_to)
+        self.assertIn("Authenticate with Microsoft", self.server.graph_alert_text, "the form's banner")
+        self.connect_server()  # signed in again: the alert clears at once
+        self.assertFalse(alert.active)
+        self.assertTrue(alert.cleared_date)
+        self.assertFalse(alert.activity_ids)
+        compat.invalidate(self.server)
+        self.assertFalse(self.server.graph_alert_text)
+
+    def test_secret_expiry_alerts_at_30_7_and_1_days(self):
+        today = fields.Date.context_today(self.Alert)
+        steps = []
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_alert"):
+            for days in (45, 20, 15, 5, 1, -1, 400):
+                self.server.graph_secret_expiry = today + datetime.timedelta(days=days)
+                self.Alert._cron_check()
+                steps.append(self._alerts(active=True).mapped("key"))
+        self.assertEqual(
+            steps,
+            [[], ["secret_expiry:30"], ["secret_expiry:30"], ["secret_expiry:7"], ["secret_expiry:1"],
+             ["secret_expiry:expired"], []],
+        )  # fmt: skip
+        self.assertEqual(len(self._alerts()), 4, "one event per step, not one per check")
+        self.assertEqual(len(self._alert_mails()), 4)
+
+    def test_quota_waits_and_failures_in_a_row_alert_and_clear(self):
+        self.connect_server()
+        self.server.write({"graph_rate_limit": 1, "graph_alert_quota_minutes": 30, "graph_alert_failures": 2})
+        mails = self._queue(2)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails[1].state, "outgoing")
+        compat.flush_all(self.env)
+        self.env.cr.execute(
+            "UPDATE mail_mail SET create_date = create_date - interval '1 hour' WHERE id = %s", (mails[1].id,)
+        )
+        self.env.cr.execute(
+            "UPDATE mail_graph_api_log SET create_date = create_date - interval '2 minutes' WHERE mail_server_id = %s",
+            (self.server.id,),
+        )
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_alert"):
+            self.Alert._cron_check()
+        self.assertEqual(self._alerts(active=True).mapped("kind"), ["quota_wait"])
+        self.assertIn("1 mails of", self._alerts(active=True).name)
+        self.server.graph_rate_limit = 0
+        self.fake.inject("sendMail", status=400, count=2, code="ErrorInvalidRecipients")
+        failing = self._queue(2, subject="Refused")
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session", "graph_mail"):
+            self.env["mail.mail"].process_email_queue(failing.ids)
+        self.env["mail.mail"].process_email_queue(mails[1].ids)  # goes: the quota wait is over
+        self.assertEqual(mails[1].state, "sent")
+        self.assertEqual(failing.mapped("state"), ["exception", "exception"])
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_alert"):
+            self.Alert._cron_check()
+        self.assertEqual(self._alerts(active=True).mapped("kind"), [], "the last mail went: nothing in a row")
+        failing = self._queue(2, subject="Refused again")
+        self.fake.inject("sendMail", status=400, count=2, code="ErrorInvalidRecipients")
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session", "graph_mail"):
+            self.env["mail.mail"].process_email_queue(failing.ids)
+        with mute_logger("odoo.addons.mail_graph_api.models.mail_graph_alert"):
+            self.Alert._cron_check()
+        self.assertEqual(self._alerts(active=True).mapped("kind"), ["failures"], "two refused in a row")
+        self.assertIn("The last 2 mails", self._alerts(active=True).name)
+        self.env["mail.mail"].process_email_queue(self._queue(1, subject="Works again").ids)
+        self.Alert._cron_check()
+        self.assertFalse(self._alerts(active=True), "a mail went through: the failures alert cleared")
