@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fake_microsoft.state import Fault
+from tools.odoo_harness import graph_server_values
 
 from .report import Check, SectionResult
 from .stack import SENDER, Stack, free_port
@@ -45,6 +46,7 @@ class Scenario:
     describe: str = ""
     expected_text: str = ""  # replaces the generated "expected" wording
     decision: bool = False  # Retry must stop at the duplicate guard; the administrator then clicks Send Again
+    cleanup: Callable[[Stack], None] = _noop  # after the row: put the stack back as the next rows expect it
 
 
 @dataclass
@@ -132,6 +134,66 @@ def rotate_secret(stack: Stack) -> None:
     stack.secrets.append(new)
     stack.fake.configure(client_secret=new, client_secret_expired=False)
     stack.write_server({"graph_client_secret": new})
+
+
+POOL_MAILBOX = "sales@contoso.onmicrosoft.com"
+
+
+def age_sends(stack: Stack) -> None:
+    """As if the mailbox's sends so far were two minutes older: the rate window starts empty."""
+    stack.sql("UPDATE mail_graph_api_log SET create_date = create_date - interval '2 minutes'")
+
+
+def spend_quota(stack: Stack) -> None:
+    age_sends(stack)
+    stack.write_server({"graph_rate_limit": 2})
+
+
+def open_pool(stack: Stack) -> None:
+    """A second mailbox in the server's pool (application mode: the app may send as it); ours takes 1 a minute."""
+    age_sends(stack)
+    stack.write_server({"graph_rate_limit": 1, "graph_pool": "reliability"})
+    values = graph_server_values(
+        stack.fake.url,
+        stack.fake.graph_url,
+        name="Pool member (fake, reliability)",
+        graph_auth_mode="application_secret",
+        graph_client_secret=stack.fake.config()["client_secret"],  # the current one: an earlier row rotates it
+        graph_sender_email=POOL_MAILBOX,
+        graph_pool="reliability",
+        graph_rate_limit=0,
+        graph_daily_recipient_limit=0,
+        sequence=50,
+    )
+    stack.pool_member_id = stack.admin.call("ir.mail_server", "create", values)
+
+
+def close_pool(stack: Stack) -> None:
+    stack.admin.call("ir.mail_server", "write", [stack.pool_member_id], {"active": False})
+    stack.write_server({"graph_rate_limit": 0, "graph_pool": False})
+
+
+def mailboxes_of(run: Run, stack: Stack) -> List[str]:
+    wanted = set(run.message_ids)
+    return [m["mailbox"] for m in stack.fake.messages() if m["internet_message_id"] in wanted]
+
+
+def held_back_then_sent(stack: Stack, run: Run) -> str:
+    if sum(run.copies_first) != 2:
+        return f"{sum(run.copies_first)} reached Microsoft in the first run, the limit is 2"
+    return ""
+
+
+def failed_over(stack: Stack, run: Run) -> str:
+    mailboxes = sorted(mailboxes_of(run, stack))
+    if mailboxes != sorted([SENDER, POOL_MAILBOX, POOL_MAILBOX]):
+        return f"sent by {mailboxes}, expected 1 by {SENDER} and 2 by {POOL_MAILBOX}"
+    rows = stack.admin.call(
+        "mail.graph.api.log",
+        "search_count",
+        [("operation", "=", "mailbox_pool"), ("message_id", "in", run.message_ids)],
+    )
+    return "" if rows == 2 else f"{rows} pool rows in the Graph API Logs, expected 2"
 
 
 def http_date(seconds: float) -> Callable[[Stack], None]:
@@ -371,6 +433,30 @@ def scenarios() -> List[Scenario]:
             "read: check them, then Send Again) without sending; Send Again: exactly once at Microsoft",
         ),
         Scenario(
+            "sending quota exhausted",
+            ("sent", "outgoing"),
+            ("sending quota",),
+            batch=4,
+            inject=spend_quota,
+            recover=age_sends,
+            cleanup=write_server(graph_rate_limit=0),
+            extra=held_back_then_sent,
+            describe="4 mails, 2 a minute: 2 wait queued (never sent late by Exchange), then the window passes",
+            expected_text="2 sent, 2 outgoing (waiting for the sending quota, next slot named); after the window: "
+            "exactly once at Microsoft",
+        ),
+        Scenario(
+            "mailbox pool failover",
+            ("sent",),
+            batch=3,
+            inject=open_pool,
+            cleanup=close_pool,
+            extra=failed_over,
+            describe="our mailbox takes 1 a minute; a second mailbox in its pool takes the rest",
+            expected_text="all sent in one run: 1 by our mailbox, 2 by the pool's other mailbox (logged), exactly "
+            "once at Microsoft",
+        ),
+        Scenario(
             "upload chunk fails halfway (resumed)",
             ("sent",),
             attachment_mb=8,
@@ -537,7 +623,9 @@ class Matrix:
                     run.admin += " (stopped: Sent Items cannot be read); Send Again"
         run.copies_final = self.copies(message_ids)
         run.final = self.states(ids)
-        return self.judge(scenario, run), run
+        check = self.judge(scenario, run)
+        scenario.cleanup(stack)
+        return check, run
 
     def judge(self, scenario: Scenario, run: Run) -> Check:
         stack = self.stack

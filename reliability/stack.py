@@ -171,6 +171,7 @@ class Stack:
         self.server_log = self.logdir / f"{self.db}-server.log"
         self.admin: Optional[Odoo] = None
         self.server_id = 0
+        self.pool_member_id = 0  # the faults section's mailbox pool row
         self.secrets: List[str] = [DEFAULTS["client_secret"]]  # every secret value ever handed to Odoo
         self.extra_dbs: List[str] = []
 
