@@ -72,6 +72,6 @@ class GraphAuthController(http.Controller):
                 "message": message,
                 "hint": hint,
                 # Always a path we build from our own record: never a URL taken from the request.
-                "back_url": compat.form_url(server) if server else compat.home_url(),
+                "back_url": compat.form_url(server._graph_form_record()) if server else compat.home_url(),
             },
         )

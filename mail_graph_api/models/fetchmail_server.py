@@ -16,6 +16,15 @@ from odoo.exceptions import UserError
 from .. import compat
 
 GRAPH = "graph"
+# Its own sign-in: these fields of the incoming server are those of its reading-only connection (ir.mail_server).
+OWN_CONNECTION_FIELDS = {
+    "graph_own_auth_mode": "graph_auth_mode",
+    "graph_own_client_id": "graph_client_id",
+    "graph_own_client_secret": "graph_client_secret",
+    "graph_own_certificate": "graph_certificate",
+    "graph_own_tenant_id": "graph_tenant_id",
+    "graph_own_mailbox": "graph_sender_email",
+}
 
 
 def define(module_name):
@@ -33,6 +42,24 @@ def define(module_name):
             domain=[("use_graph_api", "=", True)],
             help="A Graph outgoing mail server: its app registration and sign-in read this mailbox too.",
         )
+        graph_credentials = fields.Selection(
+            [("link", "Those of a Graph outgoing server"), ("own", "Its own app registration")],
+            "Sign in with",
+            default="link",
+            help="Linked: one app registration and one sign-in serve sending and reading. Its own: this server "
+            "signs in by itself (delegated or application), kept in a reading-only connection that never sends.",
+        )
+        graph_own_auth_mode = fields.Selection(related="graph_mail_server_id.graph_auth_mode", readonly=False)
+        graph_own_client_id = fields.Char(related="graph_mail_server_id.graph_client_id", readonly=False)
+        graph_own_client_secret = fields.Char(
+            related="graph_mail_server_id.graph_client_secret", readonly=False, groups="base.group_system"
+        )
+        graph_own_certificate = fields.Text(
+            related="graph_mail_server_id.graph_certificate", readonly=False, groups="base.group_system"
+        )
+        graph_own_tenant_id = fields.Char(related="graph_mail_server_id.graph_tenant_id", readonly=False)
+        graph_own_mailbox = fields.Char(related="graph_mail_server_id.graph_sender_email", readonly=False)
+        graph_connection_state = fields.Selection(related="graph_mail_server_id.graph_connection_state")
         graph_mailbox = fields.Char("Mailbox", help="Empty: the connection's Sender Email.")
         graph_folder = fields.Char("Folder", default="Inbox")
         graph_processed_folder = fields.Char("Move processed mail to", default="Odoo Processed")
@@ -41,15 +68,62 @@ def define(module_name):
 
         @api.model_create_multi
         def create(self, vals_list):
+            for vals in vals_list:
+                self._graph_own_connection(vals)
             servers = super().create(vals_list)
             servers._graph_sync_inbox()
             return servers
 
         def write(self, vals):
+            if vals.get("graph_credentials") == "own" and "graph_mail_server_id" not in vals:
+                # Switched to its own sign-in: a connection of its own first, then the rest as usual.
+                needing = self.filtered(lambda server: not server.graph_mail_server_id.graph_receive_only)
+                for server in needing:
+                    own = dict(vals, name=vals.get("name") or server.name)
+                    self._graph_own_connection(own)
+                    if "name" not in vals:
+                        del own["name"]
+                    server.write(own)
+                if not self - needing:
+                    return True
+                return (self - needing).write(vals)
             result = super().write(vals)
             if any(key.startswith("graph_") or key in ("server_type", "active") for key in vals):
                 self._graph_sync_inbox()
             return result
+
+        @api.model
+        def _graph_own_connection(self, vals):
+            """An incoming server that signs in by itself: its credentials, tokens and logs live in a connection
+            of its own (an archived, reading-only Graph server), so sign-in and logs are written once."""
+            if vals.get("graph_credentials") != "own" or vals.get("graph_mail_server_id"):
+                return
+            values = {target: vals.pop(source) for source, target in OWN_CONNECTION_FIELDS.items() if source in vals}
+            connection = (
+                self.env["ir.mail_server"]
+                .sudo()
+                .create(
+                    dict(
+                        values,
+                        name=_("%s (reading)", vals.get("name") or _("Incoming Mail Server")),
+                        use_graph_api=True,
+                        graph_receive_only=True,
+                        graph_fetch_inbox=False,  # this incoming server reads the mailbox
+                        graph_rate_limit=0,
+                        graph_daily_recipient_limit=0,
+                        active=False,  # never chosen to send
+                    )
+                )
+            )
+            vals["graph_mail_server_id"] = connection.id
+
+        def action_graph_authenticate(self):
+            self.ensure_one()
+            return self.graph_mail_server_id.action_graph_authenticate()
+
+        def action_graph_open_logs(self):
+            self.ensure_one()
+            return self.graph_mail_server_id.action_open_graph_logs()
 
         def _graph_sync_inbox(self):
             for server in self.sudo():

@@ -171,6 +171,12 @@ class IrMailServer(models.Model):
         "its Inbox. Read them over Graph (Mail.ReadWrite) and hand them to Odoo, so bounces are counted and "
         "replies reach their documents. Processed mail is marked read and moved to 'Odoo Processed'.",
     )
+    graph_receive_only = fields.Boolean(
+        "Reading only",
+        readonly=True,
+        copy=False,
+        help="The sign-in of an Incoming Mail Server of type Microsoft Graph: archived, so Odoo never sends with it.",
+    )
     graph_inbox_ids = fields.One2many("mail.graph.inbox", "mail_server_id", "Graph inboxes")
     graph_log_ids = fields.One2many("mail.graph.api.log", "mail_server_id", string="Graph API Logs")
     graph_log_count = fields.Integer(compute="_compute_graph_log_count")
@@ -605,15 +611,22 @@ class IrMailServer(models.Model):
         """Daily cron: a delegated grant dies after 90 days without use (AADSTS700082), so renew the token of
         every signed-in server that has not renewed it for ``idle_days``: an idle server stays ready."""
         idle_since = fields.Datetime.now() - datetime.timedelta(days=idle_days)
-        servers = self.sudo().search(
-            [
-                ("use_graph_api", "=", True),
-                ("graph_auth_mode", "=", "delegated"),
-                ("graph_connection_state", "in", ("connected", "error")),
-                "|",
-                ("graph_access_token_expiry", "=", False),
-                ("graph_access_token_expiry", "<", idle_since),
-            ]
+        servers = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search(
+                [
+                    "|",
+                    ("active", "=", True),
+                    ("graph_receive_only", "=", True),
+                    ("use_graph_api", "=", True),
+                    ("graph_auth_mode", "=", "delegated"),
+                    ("graph_connection_state", "in", ("connected", "error")),
+                    "|",
+                    ("graph_access_token_expiry", "=", False),
+                    ("graph_access_token_expiry", "<", idle_since),
+                ]
+            )
         )
         Log = self.env["mail.graph.api.log"].sudo()
         renewed = self.browse()
@@ -632,6 +645,14 @@ class IrMailServer(models.Model):
             Log._write_rows([Log._row(server, False, "keep_alive", "ok", message=text)])
             _logger.info("Mail server #%s: %s", server.id, text)
         return renewed
+
+    def _graph_form_record(self):
+        """The record whose form the administrator came from: the incoming server for a reading-only connection."""
+        if self.graph_receive_only and "fetchmail.server" in self.env:
+            incoming = self.env["fetchmail.server"].sudo().search([("graph_mail_server_id", "=", self.id)], limit=1)
+            if incoming:
+                return incoming
+        return self
 
     def action_open_graph_logs(self):
         self.ensure_one()

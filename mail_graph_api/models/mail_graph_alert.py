@@ -183,7 +183,12 @@ class MailGraphAlert(models.Model):
 
     @api.model
     def _cron_check(self):
-        servers = self.env["ir.mail_server"].sudo().search([("use_graph_api", "=", True)])
+        servers = (
+            self.env["ir.mail_server"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("use_graph_api", "=", True), "|", ("active", "=", True), ("graph_receive_only", "=", True)])
+        )
         return self.sudo()._sync(servers)
 
     @api.model
@@ -191,9 +196,8 @@ class MailGraphAlert(models.Model):
         """Open the alerts that are new, close those whose cause is gone. Returns the alerts opened."""
         opened = self.browse()
         for server in servers:
-            conditions = (
-                {condition["key"]: condition for condition in self._conditions(server)} if server.active else {}
-            )
+            working = server.active or server.graph_receive_only  # archived: no alert, unless it reads mail
+            conditions = {c["key"]: c for c in self._conditions(server)} if working else {}
             open_alerts = self.search([("mail_server_id", "=", server.id)])
             for alert in open_alerts:
                 if alert.key not in conditions:

@@ -9,6 +9,8 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from fake_microsoft import DEFAULTS
+
 from .. import compat
 from .common import SENDER, GraphTransactionCase
 
@@ -274,6 +276,83 @@ class TestGraphIncomingMailServer(GraphTransactionCase):
         with self.assertRaises(UserError), mute_logger("graph_mail.client", "odoo.addons.mail_graph_api.tokens"):
             self.incoming.button_confirm_login()
         self.assertEqual(self.incoming.state, "draft")
+
+    def _own(self, **values):
+        """An incoming server that signs in by itself (no outgoing server involved)."""
+        defaults = {
+            "name": "Support over Graph",
+            "server_type": "graph",
+            "graph_credentials": "own",
+            "graph_own_auth_mode": "application_secret",
+            "graph_own_client_id": DEFAULTS["client_id"],
+            "graph_own_client_secret": DEFAULTS["client_secret"],
+            "graph_own_tenant_id": DEFAULTS["tenant_id"],
+            "graph_own_mailbox": "sales@contoso.onmicrosoft.com",
+            "object_id": self.env["ir.model"]._get("res.partner").id,
+        }
+        defaults.update(values)
+        incoming = self.env["fetchmail.server"].create(defaults)
+        connection = incoming.graph_mail_server_id
+        # Against the fake, as every test server (the Azure defaults are Microsoft's real hosts).
+        connection.write(
+            {
+                k: v
+                for k, v in self.graph_server_values().items()
+                if k.startswith(("graph_cloud", "graph_authority", "graph_api"))
+            }
+        )
+        return incoming, connection
+
+    def test_an_incoming_server_with_its_own_application_sign_in_reads_the_mailbox(self):
+        incoming, connection = self._own()
+        self.assertTrue(connection.graph_receive_only)
+        self.assertEqual(connection.graph_sender_email, "sales@contoso.onmicrosoft.com")
+        self.assertEqual(
+            connection.sudo().graph_client_secret, DEFAULTS["client_secret"], "kept once, on the connection"
+        )
+        self.assertFalse(connection.active, "archived: Odoo never picks it to send")
+        self.assertNotIn(connection, self.env["ir.mail_server"].search([]))
+        self.assertFalse(connection.graph_fetch_inbox, "the incoming server is the one reader of the mailbox")
+        self.assertEqual(incoming.graph_inbox_id.mail_server_id, connection)
+        incoming.button_confirm_login()
+        self.assertEqual(incoming.state, "done")
+        self.fake.deliver(
+            "sales@contoso.onmicrosoft.com",
+            _reply("sales@contoso.onmicrosoft.com", None, "Question from a prospect", "Hello"),
+        )
+        incoming._fetch_mail() if compat.SERIES >= 19 else incoming.fetch_mail()
+        self.assertEqual(len(self.env["res.partner"].search([("name", "=", "Question from a prospect")])), 1)
+        logs = self.env["mail.graph.api.log"].sudo().search([("mail_server_id", "=", connection.id)])
+        self.assertIn("delta", logs.mapped("operation"), "its own calls, in its own logs")
+        self.assertFalse(self.server.graph_log_ids.filtered(lambda row: row.operation == "receive"))
+        # Edited on the incoming server, changed on its connection (one place for credentials).
+        incoming.graph_own_client_secret = "a-new-secret"
+        self.assertEqual(connection.sudo().graph_client_secret, "a-new-secret")
+
+    def test_an_incoming_server_with_its_own_delegated_sign_in_uses_the_authenticate_flow(self):
+        self.fake.configure(redirect_uris=[self.server._graph_redirect_uri()])
+        incoming, connection = self._own(graph_own_auth_mode="delegated", graph_own_mailbox=SENDER)
+        action = incoming.action_graph_authenticate()
+        self.assertIn("login_hint=", action["url"])
+        self.connect_server(connection)
+        self.assertEqual(incoming.graph_connection_state, "connected")
+        self.assertEqual(connection._graph_form_record(), incoming, "after sign-in the browser returns to it")
+        incoming.button_confirm_login()
+        self.assertEqual(incoming.state, "done")
+
+    def test_switching_an_incoming_server_to_its_own_sign_in(self):
+        self.incoming.write({
+            "graph_credentials": "own",
+            "graph_own_auth_mode": "application_secret",
+            "graph_own_client_id": DEFAULTS["client_id"],
+            "graph_own_client_secret": DEFAULTS["client_secret"],
+            "graph_own_tenant_id": DEFAULTS["tenant_id"],
+            "graph_own_mailbox": "sales@contoso.onmicrosoft.com",
+        })  # fmt: skip
+        connection = self.incoming.graph_mail_server_id
+        self.assertTrue(connection.graph_receive_only)
+        self.assertEqual(self.server.graph_sender_email, SENDER, "the outgoing server it used is untouched")
+        self.assertEqual(self.incoming.graph_inbox_id.mail_server_id, connection)
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
