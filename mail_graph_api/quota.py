@@ -41,13 +41,24 @@ TOTALS_OF_MAILBOX = (
 
 
 class QuotaWait(GraphMailError):
-    """The mailbox's sending limits leave no room for this mail now: it waits for ``next_slot`` (UTC)."""
+    """The mailbox's sending limits leave no room for this mail now: it waits for ``next_slot`` (UTC), which
+    becomes the mail's scheduled date, so queue runs before it do not even build the mail."""
 
     default_hint = "Odoo sends it at a later queue run; raise the limits on the server only if Exchange allows it."
 
-    def __init__(self, message: str, next_slot: datetime.datetime) -> None:
-        super().__init__(message, code="MailboxQuota", nothing_sent=True, retryable=True)
-        self.next_slot = next_slot
+    def __init__(self, mailbox: str, next_slot: datetime.datetime, per_minute: int, per_day: int) -> None:
+        super().__init__(
+            f"Waiting for the sending quota of {mailbox}: next slot at {next_slot:%Y-%m-%d %H:%M} UTC "
+            f"(limits: {per_minute or 'no limit'} mails a minute, {per_day or 'no limit'} recipients a day)",
+            code="MailboxQuota",
+            nothing_sent=True,
+            retryable=True,
+        )
+        self.mailbox, self.next_slot, self.per_minute, self.per_day = mailbox, next_slot, per_minute, per_day
+
+    def later(self, minutes: int) -> QuotaWait:
+        """The same wait, ``minutes`` later: the place of the n-th mail deferred in one queue run."""
+        return QuotaWait(self.mailbox, self.next_slot + minutes * MINUTE, self.per_minute, self.per_day)
 
 
 @dataclass
@@ -103,11 +114,7 @@ def take_slot(cr, mailbox: str, sending_operations, recipients: int, per_minute:
     now = now or _utcnow(cr)
     slot = next_slot(sends(cr, mailbox, sending_operations), now, recipients, per_minute, per_day)
     if slot is not None:
-        raise QuotaWait(
-            f"Waiting for the sending quota of {mailbox}: next slot at {slot:%Y-%m-%d %H:%M} UTC "
-            f"(limits: {per_minute or 'no limit'} mails a minute, {per_day or 'no limit'} recipients a day)",
-            slot,
-        )
+        raise QuotaWait(mailbox, slot, per_minute, per_day)
 
 
 def _utcnow(cr) -> datetime.datetime:

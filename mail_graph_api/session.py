@@ -8,6 +8,7 @@ HTTP session and one access token.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import threading
@@ -43,6 +44,7 @@ class Outcome:
     failure_type: str
     retryable: bool
     reason: str
+    not_before: datetime.datetime | None = None  # UTC: a mail waiting for the sending quota goes from then on
 
 
 _outcomes = threading.local()
@@ -79,6 +81,7 @@ def outcome_for(error: GraphMailError) -> Outcome:
         failure_type=failure_type,
         retryable=bool(error.retryable and not error.may_have_been_sent),
         reason=reason,
+        not_before=getattr(error, "next_slot", None),
     )
 
 
@@ -117,6 +120,7 @@ class GraphSession:
         self._stand_ins = set()  # deferred attachments of this batch, forgotten at quit()
         self._kept = None  # the batch's own cursor for log rows, closed at quit()
         self._members = {}  # sessions of the mailbox pool's other servers, opened when this quota is spent
+        self._waiting = 0  # mails of this batch left waiting for the quota
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
@@ -160,6 +164,7 @@ class GraphSession:
         except quota.QuotaWait as wait:
             self.flush_logs()
             if not self._send_through_pool(message, from_addr, to_addrs, wait):
+                wait = self._place_in_line(wait)
                 self.flush_logs(message_id=message_id, error=wait)
                 self._handle_failure(message, from_addr, to_addrs, wait)
         except GraphMailError as error:
@@ -200,6 +205,17 @@ class GraphSession:
             )
             return True
         return False
+
+    def _place_in_line(self, wait):
+        """The n-th mail of this queue run that waits for a full mailbox (and pool) is scheduled for the minute
+        its turn comes, not all for the first free slot: each later queue run then builds only the mails that
+        can go. The daily limit frees its room as its oldest sends age out: those wait for the first slot."""
+        self._waiting += 1
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        if not wait.per_minute or wait.next_slot - now > quota.MINUTE:
+            return wait
+        per_minute = wait.per_minute + sum(member.graph_rate_limit for member in self._server._graph_pool_members())
+        return wait.later((self._waiting - 1) // per_minute)
 
     def _member_session(self, member):
         session = self._members.get(member.id)

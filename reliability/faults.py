@@ -140,8 +140,12 @@ POOL_MAILBOX = "sales@contoso.onmicrosoft.com"
 
 
 def age_sends(stack: Stack) -> None:
-    """As if the mailbox's sends so far were two minutes older: the rate window starts empty."""
+    """As if two minutes passed: the mailbox's sends so far are older, the waiting mails' slots have come."""
     stack.sql("UPDATE mail_graph_api_log SET create_date = create_date - interval '2 minutes'")
+    stack.sql(
+        "UPDATE mail_mail SET scheduled_date = NULL WHERE state = 'outgoing' "
+        "AND failure_reason LIKE '%Waiting for the sending quota%'"
+    )
 
 
 def spend_quota(stack: Stack) -> None:

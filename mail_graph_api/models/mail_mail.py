@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 import contextlib
 
-from odoo import _, models
+from odoo import _, fields, models
 from odoo.exceptions import AccessError
 
 from .. import compat, deferred
@@ -63,7 +63,11 @@ class MailMail(models.Model):
                 continue
             if outcome.retryable:
                 retry |= mail
-                mail.write(dict(compat.mail_failure_values(False, outcome.reason), state="outgoing"))
+                values = dict(compat.mail_failure_values(False, outcome.reason), state="outgoing")
+                if outcome.not_before:
+                    # Queue runs before its slot skip it (Odoo's own scheduled date): no build, no attempt.
+                    values["scheduled_date"] = fields.Datetime.to_string(outcome.not_before)
+                mail.write(values)
                 continue
             mail.write(compat.mail_failure_values(outcome.failure_type, outcome.reason))
             if len(self) == 1:

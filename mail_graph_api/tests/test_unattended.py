@@ -221,12 +221,17 @@ class TestGraphUnattended(GraphTransactionCase):
         return mails
 
     def _age_sends(self, delta, server=None):
-        """As if the mailbox's sends so far had happened ``delta`` earlier."""
+        """As if the mailbox's sends so far had happened ``delta`` earlier (and the waiting mails' slots came)."""
         compat.flush_all(self.env)
         self.env.cr.execute(
             "UPDATE mail_graph_api_log SET create_date = create_date - %s WHERE mail_server_id = %s",
             (delta, (server or self.server).id),
         )
+        self.env.cr.execute(
+            "UPDATE mail_mail SET scheduled_date = NULL WHERE state = 'outgoing' AND failure_reason LIKE %s",
+            ("%Waiting for the sending quota%",),
+        )
+        compat.invalidate_all(self.env)
 
     def test_a_mail_beyond_the_rate_limit_waits_queued_then_goes(self):
         self.connect_server()
@@ -246,6 +251,25 @@ class TestGraphUnattended(GraphTransactionCase):
         self.env["mail.mail"].process_email_queue(waiting.ids)
         self.assertEqual(waiting.state, "sent")
         self.assertEqual(len(self.sent()), 3, "sent once, when its slot came")
+
+    def test_mails_waiting_for_the_quota_are_scheduled_in_line_and_skipped_until_then(self):
+        self.connect_server()
+        self.server.graph_rate_limit = 2
+        self.mark()
+        mails = self._queue(7)
+        with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
+            self.env["mail.mail"].process_email_queue(mails.ids)
+        self.assertEqual(mails.mapped("state"), ["sent"] * 2 + ["outgoing"] * 5)
+        slots = [fields.Datetime.to_datetime(mail.scheduled_date) for mail in mails[2:]]
+        first = slots[0]
+        self.assertGreater(first, fields.Datetime.now() - datetime.timedelta(seconds=5))
+        minute = datetime.timedelta(minutes=1)
+        self.assertEqual(slots, [first, first, first + minute, first + minute, first + 2 * minute])
+        self.assertIn(f"next slot at {slots[-1]:%Y-%m-%d %H:%M} UTC", mails[6].failure_reason)
+        calls = len(self.graph_calls())
+        self.env["mail.mail"].process_email_queue(mails.ids)  # before their slots: not even built
+        self.assertEqual(len(self.graph_calls()), calls)
+        self.assertEqual(mails.mapped("state").count("outgoing"), 5)
 
     def test_the_daily_recipient_limit_counts_each_recipient_and_is_shared_by_the_mailbox(self):
         self.connect_server()
@@ -369,6 +393,7 @@ class TestGraphAlerts(GraphTransactionCase):
         self.assertEqual(self._alerts(active=True).mapped("kind"), ["quota_wait"])
         self.assertIn("1 mails of", self._alerts(active=True).name)
         self.server.graph_rate_limit = 0
+        mails[1].scheduled_date = False  # its slot came
         self.fake.inject("sendMail", status=400, count=2, code="ErrorInvalidRecipients")
         failing = self._queue(2, subject="Refused")
         with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session", "graph_mail"):
