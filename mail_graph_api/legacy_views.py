@@ -32,10 +32,12 @@ class ViewAdaptationError(ValueError):
 
 
 def adapt(arch: str, series: int) -> str:
-    if not arch or series >= 18:
+    if not arch or (series >= 18 and SINCE not in arch and UNTIL not in arch):
         return arch
     root = etree.fromstring(arch.encode() if isinstance(arch, str) else arch)
-    _keep_series(root, series)
+    _keep_series(root, series)  # every series: a marked element must go where it does not belong (18.0+ too)
+    if series >= 18:
+        return etree.tostring(root, encoding="unicode")
     for node in root.iter("list"):
         node.tag = "tree"
     if series < 17:

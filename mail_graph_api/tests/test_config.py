@@ -85,3 +85,28 @@ class TestGraphConfig(GraphTransactionCase):
         (received,) = self.sent()
         self.assertEqual(received["mailbox"], "noreply@contoso.onmicrosoft.com")
         self.assertEqual([c["grant_type"] for c in self.graph_calls("token")], ["client_credentials"])
+
+    def test_the_server_form_has_each_graph_element_once_on_this_series(self):
+        """One view source serves every series (legacy_views.py): what is marked for older series only must be
+        gone here, and nothing may appear twice."""
+        from lxml import etree
+
+        Server = self.env["ir.mail_server"]
+        view = (
+            Server.get_view(view_type="form")
+            if hasattr(Server, "get_view")
+            else Server.fields_view_get(view_type="form")
+        )
+        arch = view["arch"]
+        self.assertNotIn("mail_graph_api_until", arch)
+        self.assertNotIn("mail_graph_api_since", arch)
+        form = etree.fromstring(arch.encode() if isinstance(arch, str) else arch)
+        for xpath in (
+            "//field[@name='use_graph_api']",
+            "//field[@name='graph_client_id']",
+            "//header//button[@name='test_smtp_connection']",  # 14.0/15.0: Odoo's own stays in its SMTP block
+            "//button[@name='action_graph_authenticate']",
+            "//notebook",
+            "//header",
+        ):
+            self.assertEqual(len(form.xpath(xpath)), 1, xpath)
