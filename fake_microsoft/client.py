@@ -58,6 +58,12 @@ class FakeControl:
     def configure(self, **changes: Any) -> Dict[str, Any]:
         return self._json("PATCH", "config", changes)
 
+    def now(self) -> float:
+        return float(self._json("GET", "clock")["now"])
+
+    def advance_clock(self, seconds: float) -> float:
+        return float(self._json("POST", "clock", {"advance": seconds})["now"])
+
     def messages(self) -> List[Dict[str, Any]]:
         return self._json("GET", "messages")
 

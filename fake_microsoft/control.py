@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any, Dict, List, Optional
 
-from . import delta
+from . import delta, directory
 from . import mailbox as store
 from .defaults import DEFAULTS, UPLOAD_MAX
 from .jwt import Certificate
@@ -34,7 +34,9 @@ class Control:
             if key not in DEFAULTS:
                 raise ValueError(f"unknown config key {key!r}; keys: {', '.join(sorted(DEFAULTS))}")
             default = DEFAULTS[key]
-            if key == "allowed_mailboxes":
+            if key == "client_secret_expires":
+                directory.parse_moment(value)  # epoch seconds, an ISO-8601 string or None; else ValueError
+            elif key == "allowed_mailboxes":
                 if value is not None and not isinstance(value, list):
                     raise ValueError("allowed_mailboxes must be a list of mailboxes or null")
             elif isinstance(default, bool):
@@ -61,6 +63,19 @@ class Control:
         with self.state.lock:
             self.state.config.update(copy.deepcopy(changes))
             return copy.deepcopy(self.state.config)
+
+    def now(self) -> float:
+        """The fake's clock (epoch seconds): real time plus what ``advance_clock`` added since the last reset."""
+        return self.state.clock()
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the fake's clock forward (tokens, codes, delta tokens, sending limits, credential expiry all
+        follow it); the new time. ``reset()`` puts it back to real time."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("advance must be a non-negative number of seconds")
+        with self.state.lock:
+            self.state.clock_offset += float(seconds)
+            return self.state.clock()
 
     def messages(self) -> List[Dict[str, Any]]:
         """Every accepted message, parsed (see docs/architecture.md for the keys)."""
@@ -153,6 +168,10 @@ def handle(control: Control, request: Request, subpath: str) -> Response:
             return json_response(200, control.config())
         if parts == ["config"] and method in ("PATCH", "POST"):
             return json_response(200, control.configure(**_read_json(request)))
+        if parts == ["clock"] and method == "GET":
+            return json_response(200, {"now": control.now()})
+        if parts == ["clock"] and method == "POST":
+            return json_response(200, {"now": control.advance_clock(_read_json(request).get("advance"))})
         if parts == ["messages"] and method == "GET":
             return json_response(200, control.messages())
         if len(parts) == 2 and parts[0] == "messages" and method == "GET":

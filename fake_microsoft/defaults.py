@@ -29,6 +29,9 @@ DEFAULTS: Dict[str, Any] = {
     "client_secret": CLIENT_SECRET,
     "client_secret_id": CLIENT_SECRET_ID,
     "client_secret_expired": False,  # True: the right secret answers AADSTS7000222
+    # When the secret expires (epoch seconds or ISO-8601, on the fake's clock); None: never (the application
+    # resource then shows two years after the fake started, or yesterday when client_secret_expired is set)
+    "client_secret_expires": None,
     "certificates": [],  # PEM certificates whose keys may sign client assertions
     "users": [
         {
@@ -80,6 +83,10 @@ DEFAULTS: Dict[str, Any] = {
     "refused_recipients": [],  # addresses or domains ("@example.com"/"example.com") that bounce with an NDR
     "ndr_original": "message",  # NDR part 3: "message" (message/rfc822) or "headers" (text/rfc822-headers)
     "delta_token_lifetime": 7 * 24 * 3600,  # seconds a delta or skip token stays usable (then 410)
+    # Exchange Online's limits (docs/architecture.md, "Limits"); 0 turns one off.
+    "mailbox_concurrency": 4,  # requests in flight per app and mailbox; the next one is 429 MailboxConcurrency
+    "message_rate_limit": 30,  # messages leaving a mailbox per rolling minute; the surplus waits in the Outbox
+    "daily_recipient_limit": 10000,  # recipients per mailbox per rolling 24 hours; past it: NDR 5.1.90
 }
 
 

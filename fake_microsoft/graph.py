@@ -13,8 +13,8 @@ import re
 import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import limits, mime, ndr
 from . import mailbox as mailbox_store
-from . import mime, ndr
 from .defaults import (
     CHUNK_MAX,
     CHUNK_MULTIPLE,
@@ -308,7 +308,7 @@ def _deliver(
     if mime.header_value(raw_with_bcc, "From") is None:
         additions.append(("From", mailbox.get("mail") or mailbox["userPrincipalName"]))
     if mime.header_value(raw_with_bcc, "Date") is None:
-        additions.append(("Date", email.utils.formatdate(usegmt=True)))
+        additions.append(("Date", email.utils.formatdate(state.clock(), usegmt=True)))
     if additions:
         raw_with_bcc = mime.prepend_headers(raw_with_bcc, additions)
     bcc_list = bcc if bcc is not None else mime.parse(raw_with_bcc)["bcc"]
@@ -319,32 +319,45 @@ def _deliver(
     for address in [*parsed["to"], *parsed["cc"], *bcc_list]:
         if address.lower() not in (a.lower() for a in envelope):
             envelope.append(address)
-    parsed["recipients"] = envelope  # everyone it was delivered to, Bcc included
+    parsed["recipients"] = envelope  # everyone it was addressed to, Bcc included
     message_id = new_id("AAMkAGI2")
+    upn = mailbox["userPrincipalName"]
+    now = state.clock()
+    # Exchange's sending limits: past the rolling day's recipients the whole message is refused (NDR 5.1.90);
+    # else it leaves when the rolling minute's message rate allows (the surplus waits in the Outbox).
+    if limits.fits_daily(state, upn, now, len(envelope)):
+        limits.count_recipients(state, upn, now, len(envelope))
+        delivered_at: Optional[float] = limits.departure(state, upn, now)
+        refusals = [ndr.recipient_not_found(a) for a in ndr.refused_addresses(state.config, envelope)]
+    else:
+        delivered_at = None
+        refusals = [ndr.daily_limit(a) for a in envelope]
     record = {
         "id": message_id,
-        "mailbox": mailbox["userPrincipalName"],
+        "mailbox": upn,
         "via": via,
         **parsed,
         "saved_to_sent_items": save,
         "client_request_id": request.client_request_id,
         "request_id": request.request_id,
-        "received_at": utcnow_iso(state.clock()),
-        "refused": ndr.refused_addresses(state.config, envelope),
+        "received_at": utcnow_iso(now),
+        "delivered_at": delivered_at,
+        "delayed": delivered_at is not None and delivered_at > now,
+        "refused": [address for address, _, _ in refusals],
+        "ndr": refusals[0][1] if refusals else None,
     }
     state.messages.append(record)
     state.raw[message_id] = raw
-    upn = mailbox["userPrincipalName"]
     if save:  # the sender's copy, readable like any message (same id as the sentItems route shows)
         mailbox_store.store(state, upn, raw, "sentitems", is_read=True, message_id=message_id)
-    if record["refused"]:
+    if refusals:
         # Graph answered 202 already in spirit: refusal comes later, as an NDR in the sender's Inbox.
         report = ndr.build_ndr(
             raw,
             mailbox.get("mail") or upn,
-            [ndr.recipient_not_found(a) for a in record["refused"]],
+            refusals,
             state.config["tenant_domain"],
-            state.clock(),
+            now,
             state.config["ndr_original"],
         )
         mailbox_store.store(state, upn, report, "inbox")

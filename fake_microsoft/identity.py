@@ -11,7 +11,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote_plus, urlsplit
 
-from . import jwt
+from . import directory, jwt
 from .state import AccessToken, AuthCode, Fault, RefreshToken, State, new_id
 from .web import AadError, AadErrorPage, AadRedirectError, Request, Response, json_response, redirect
 
@@ -409,7 +409,7 @@ def _authenticate_client(
             "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
             f"value, not the client secret ID, for a secret added to app '{client_id}'.",
         )
-    if config["client_secret_expired"]:
+    if directory.secret_expired(state):
         raise AadError(
             401,
             "invalid_client",
@@ -437,16 +437,20 @@ def _verify_assertion(state: State, assertion: str, tenant: str) -> None:
             "Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for "
             f"app Id '{client_id}'.]",
         )
-    if not cert.verify(str(header.get("alg")), signing_input, signature):
-        raise AadError(401, "invalid_client", 700027, "Client assertion failed signature validation.")
     now = _now(state)
     if cert.not_valid_after < now:
+        # Entra ID does not verify with a key past its end date; worded as Microsoft's (Learn) samples show it.
         raise AadError(
             401,
             "invalid_client",
             700027,
-            "Client assertion contains an invalid signature. [Reason - The key used is expired.]",
+            "Client assertion contains an invalid signature. [Reason - The key used is expired., Thumbprint of "
+            f"key used by client: '{cert.sha1.hex().upper()}', Found key 'Start={_stamp(cert.not_valid_before)}, "
+            f"End={_stamp(cert.not_valid_after)}', Please visit the Azure Portal, Graph Explorer or directly use MS "
+            f"Graph to see configured keys for app Id '{client_id}'.]",
         )
+    if not cert.verify(str(header.get("alg")), signing_input, signature):
+        raise AadError(401, "invalid_client", 700027, "Client assertion failed signature validation.")
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
         raise AadError(
             401,

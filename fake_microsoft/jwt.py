@@ -83,6 +83,7 @@ class Certificate:
         self.pem = pem
         self.cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
         der = self.cert.public_bytes(serialization.Encoding.DER)
+        self.der = der
         self.sha1 = hashlib.sha1(der).digest()  # noqa: S324 - x5t is defined as a SHA-1 thumbprint
         self.sha256 = hashlib.sha256(der).digest()
 
@@ -92,6 +93,18 @@ class Certificate:
         if moment is None:  # cryptography < 42
             return float(calendar.timegm(self.cert.not_valid_after.timetuple()))
         return moment.timestamp()
+
+    @property
+    def not_valid_before(self) -> float:
+        moment = getattr(self.cert, "not_valid_before_utc", None)
+        if moment is None:  # cryptography < 42
+            return float(calendar.timegm(self.cert.not_valid_before.timetuple()))
+        return moment.timestamp()
+
+    @property
+    def subject(self) -> str:
+        """``CN=...``: what Entra ID shows as the certificate's description when it is uploaded."""
+        return self.cert.subject.rfc4514_string()
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         public_key = self.cert.public_key()

@@ -37,7 +37,7 @@ def recipient_not_found(address: str) -> Refusal:
 
 
 def daily_limit(address: str) -> Refusal:
-    """The refusal past the rolling 24-hour recipient limit (for a later feature)."""
+    """The refusal past the rolling 24-hour recipient limit (config ``daily_recipient_limit``, limits.py)."""
     return address, DAILY_LIMIT_STATUS, DAILY_LIMIT_DIAGNOSTIC
 
 
@@ -68,26 +68,34 @@ def _crlf(raw: bytes) -> bytes:
 
 
 def _human(refused: List[Refusal], subject: str) -> Tuple[str, str]:
-    lines = []
+    lines: List[str] = []
     for address, status, diagnostic in refused:
         if status == "5.1.10":
             domain = address.rpartition("@")[2]
-            lines.append(f"{address} wasn't found at {domain}.")
+            line = f"{address} wasn't found at {domain}."
         else:
-            # The diagnostic after "550 5.x.y " is the sentence Exchange shows people.
-            lines.append(diagnostic.split(" ", 2)[-1])
+            # The diagnostic after "550 5.x.y " is the sentence Exchange shows people (once, not per recipient).
+            line = diagnostic.split(" ", 2)[-1]
+        if line not in lines:
+            lines.append(line)
     to = ", ".join(a for a, _, _ in refused)
+    if all(status == DAILY_LIMIT_STATUS for _, status, _ in refused):
+        headline = "Your message wasn't delivered because you've exceeded your sending limit."
+        fix = "Wait a day, then resend the message; the limit counts the recipients of the last 24 hours."
+    else:
+        headline = f"Your message to {to} couldn't be delivered."
+        fix = "Check the address and resend the message."
     text = (
-        f"Your message to {to} couldn't be delivered.\r\n\r\n"
+        f"{headline}\r\n\r\n"
         + "\r\n".join(lines)
-        + "\r\n\r\nAction Required\r\n\r\nHow to Fix It\r\nCheck the address and resend the message.\r\n\r\n"
+        + f"\r\n\r\nAction Required\r\n\r\nHow to Fix It\r\n{fix}\r\n\r\n"
         + f"Original Message Details\r\nSubject: {subject}\r\n"
     )
     items = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
     rich = (
         '<html><head><meta http-equiv="Content-Type" content="text/html; charset=utf-8"></head><body>'
-        f"<p>Your message to {html.escape(to)} couldn't be delivered.</p>{items}"
-        "<p><b>Action Required</b></p><p>How to Fix It: check the address and resend the message.</p>"
+        f"<p>{html.escape(headline)}</p>{items}"
+        f"<p><b>Action Required</b></p><p>How to Fix It: {html.escape(fix)}</p>"
         f"<p>Original Message Details<br>Subject: {html.escape(subject)}</p></body></html>"
     )
     return text, rich

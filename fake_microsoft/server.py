@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
-from . import batch, control, delta, graph, identity, inbox
+from . import batch, control, delta, directory, graph, identity, inbox, limits
 from .control import Control
 from .state import Fault, State
 from .web import AadError, AadErrorPage, GraphError, Request, Response
@@ -22,7 +22,7 @@ _MAILBOX = r"(?:me|users/(?P<user>[^/]+))"
 GRAPH_ROUTES = {
     "me", "users", "sendMail", "createDraft", "createUploadSession", "addAttachment", "upload", "send", "deleteDraft",
     "sentItems", "listFolders", "getFolder", "createFolder", "delta", "getMessage", "messageValue", "updateMessage",
-    "moveMessage", "batch",
+    "moveMessage", "batch", "getApplication", "listApplications",
 }  # fmt: skip
 DEFAULT_CODES = {
     400: "BadRequest",
@@ -93,6 +93,12 @@ def _route_table() -> List[Tuple[Set[str], Pattern[str], str, Handler]]:
          lambda s, r, p: inbox.move_message(s, r, _target(p), p["id"])),
         # JSON batching: each inner request goes through process() below, like a request of its own.
         ("POST", r"/v1\.0/\$batch", "batch", lambda s, r, p: batch.run_batch(s, r, process)),
+        # The directory: the app's own registration (its credentials' expiry dates).
+        ("GET", r"/v1\.0/applications\(appId='(?P<app_id>[^'/]*)'\)", "getApplication",
+         lambda s, r, p: directory.get_application(s, r, app_id=p["app_id"])),
+        ("GET", r"/v1\.0/applications/(?P<object_id>[^/()]+)", "getApplication",
+         lambda s, r, p: directory.get_application(s, r, object_key=p["object_id"])),
+        ("GET", r"/v1\.0/applications", "listApplications", lambda s, r, p: directory.list_applications(s, r)),
         ("GET PUT DELETE", r"/upload/(?P<session>[^/]+)", "upload",
          lambda s, r, p: graph.upload(s, r, p["session"])),
     ]  # fmt: skip
@@ -178,6 +184,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        """The ``Date`` header, on the fake's clock."""
+        return super().date_time_string(self.server.state.clock() if timestamp is None else timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the call log is the record
@@ -274,7 +284,32 @@ def process(
     """
     if started is None:
         started = time.monotonic()
+    request.clock = state.clock
     route, handler, params, path_known = match_route(request.method, request.path)
+    # Exchange counts requests in flight per app and mailbox; the one over the limit is refused before
+    # anything else happens to it (no fault taken, nothing processed).
+    slot = limits.concurrency_key(state, request, route, params)
+    if slot is not None and not limits.enter(state, slot):
+        refused = limits.concurrency_refusal().render(request)
+        _log(state, request, route, refused, None, started, batch_item)
+        return route, refused, None
+    try:
+        return _process(state, request, started, batch_item, route, handler, params, path_known)
+    finally:
+        if slot is not None:
+            limits.leave(state, slot)
+
+
+def _process(
+    state: State,
+    request: Request,
+    started: float,
+    batch_item: Optional[str],
+    route: Optional[str],
+    handler: Optional[Handler],
+    params: Dict[str, Any],
+    path_known: bool,
+) -> Tuple[Optional[str], Optional[Response], Optional[str]]:
     fault = state.take_fault(route) if route else None
     action = fault.action if fault else None
     if fault is not None and fault.delay > 0:
@@ -345,7 +380,7 @@ def _log(
         "client_request_id": request.header("client-request-id"),
         "request_id": request.request_id,
         "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        "at": time.time(),
+        "at": state.clock(),
         "batched": batch_item is not None,  # an inner request of a JSON batch (the outer one is route "batch")
         "batch_item": batch_item,
     }

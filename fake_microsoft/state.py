@@ -6,7 +6,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .defaults import UPLOAD_MAX, default_config
 
@@ -35,6 +35,8 @@ ROUTES = (
     "updateMessage",
     "moveMessage",
     "batch",
+    "getApplication",
+    "listApplications",
 )
 ACTIONS = ("status", "delay", "close_before_processing", "close_after_processing", "authorize_error")
 
@@ -174,15 +176,27 @@ def new_id(prefix: str = "") -> str:
 
 
 class State:
-    """Shared by every handler thread; hold ``lock`` while reading or changing anything."""
+    """Shared by every handler thread; hold ``lock`` while reading or changing anything.
+
+    ``clock()`` is the fake's time: ``base_clock`` (``time.time`` unless given) plus ``clock_offset``, which the
+    control API moves forward (``Control.advance_clock``) so that tests cross hours or days in no time.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.lock = threading.RLock()
-        self.clock = clock
+        self.base_clock = clock
+        self.clock_offset = 0.0
+        self.started_at = clock()  # the embedded secret was "created" now (directory.py)
+        # Requests in flight per (client id, mailbox): live connections, so not forgotten by reset (limits.py).
+        self.in_flight: Dict[Tuple[str, str], int] = {}
         self.reset()
+
+    def clock(self) -> float:
+        return self.base_clock() + self.clock_offset
 
     def reset(self) -> None:
         with self.lock:
+            self.clock_offset = 0.0
             self.config: Dict[str, Any] = default_config()
             self.codes: Dict[str, AuthCode] = {}
             self.access_tokens: Dict[str, AccessToken] = {}
@@ -199,6 +213,10 @@ class State:
             self.delta_tokens: Dict[str, Any] = {}
             self.calls: List[Dict[str, Any]] = []
             self._fault_seq = 0
+            # Sending limits (limits.py), by lowercased userPrincipalName: when each of the latest messages
+            # leaves the Outbox, and (submission time, recipients) of delivered messages.
+            self.departures: Dict[str, List[float]] = {}
+            self.recipient_log: Dict[str, List[Tuple[float, int]]] = {}
 
     # --- registration lookups -------------------------------------------------------------------
 

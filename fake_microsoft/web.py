@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlencode
 
 Headers = List[Tuple[str, str]]
@@ -49,6 +50,7 @@ class Request:
         # Graph answers with the caller's client-request-id, or repeats its own request-id.
         self.client_request_id = self.header("client-request-id") or self.request_id
         self.echo_client_request_id = self.header("client-request-id") is not None
+        self.clock: Callable[[], float] = time.time  # the fake's clock once the server has it (error stamps)
 
     def header(self, name: str) -> Optional[str]:
         return self._headers.get(name.lower())
@@ -117,7 +119,7 @@ class GraphError(Exception):
                 "code": self.code,
                 "message": self.message,
                 "innerError": {
-                    "date": utcnow_iso()[:-1],  # Graph writes it without the Z
+                    "date": utcnow_iso(request.clock())[:-1],  # Graph writes it without the Z
                     "request-id": request.request_id,
                     "client-request-id": request.client_request_id,
                 },
@@ -131,8 +133,12 @@ class GraphError(Exception):
 # --- identity platform errors -------------------------------------------------------------------------
 
 
-def _aad_description(aadsts: int, message: str, trace_id: str, correlation_id: str) -> str:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+def _aad_stamp(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _aad_description(aadsts: int, message: str, trace_id: str, correlation_id: str, now: float) -> str:
+    stamp = _aad_stamp(now)
     return (
         f"AADSTS{aadsts}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {stamp}"
     )
@@ -153,9 +159,9 @@ class AadError(Exception):
         correlation_id = request.client_request_id
         payload = {
             "error": self.error,
-            "error_description": _aad_description(self.aadsts, self.message, trace_id, correlation_id),
+            "error_description": _aad_description(self.aadsts, self.message, trace_id, correlation_id, request.clock()),
             "error_codes": [self.aadsts],
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
+            "timestamp": _aad_stamp(request.clock()),
             "trace_id": trace_id,
             "correlation_id": correlation_id,
             "error_uri": f"{request.https_base}/error?code={self.aadsts}",
@@ -169,7 +175,9 @@ class AadErrorPage(AadError):
     """What the browser shows when Microsoft cannot redirect back (bad tenant, client or redirect URI)."""
 
     def render(self, request: Request) -> Response:
-        text = _aad_description(self.aadsts, self.message, request.request_id, request.client_request_id)
+        text = _aad_description(
+            self.aadsts, self.message, request.request_id, request.client_request_id, request.clock()
+        )
         body = (
             "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>"
             "<h1>Sorry, but we're having trouble signing you in.</h1>"
@@ -195,7 +203,7 @@ class AadRedirectError(AadError):
         params = {
             "error": self.error,
             "error_description": _aad_description(
-                self.aadsts, self.message, request.request_id, request.client_request_id
+                self.aadsts, self.message, request.request_id, request.client_request_id, request.clock()
             ),
             "error_uri": f"{request.https_base}/error?code={self.aadsts}",
         }

@@ -261,6 +261,110 @@ def certificate_expiry(pem: Union[str, bytes]) -> Optional[datetime.datetime]:
     return expiry.replace(tzinfo=None) if expiry is not None else certificate.not_valid_after
 
 
+@dataclass(frozen=True)
+class ExpiringCredential:
+    """One credential of the app registration as Graph lists it (never its value). Dates are naive UTC, like
+    :func:`certificate_expiry`."""
+
+    key_id: str
+    display_name: Optional[str]
+    end: Optional[datetime.datetime]
+    start: Optional[datetime.datetime] = None
+    hint: Optional[str] = None  # client secrets: the first 3 characters of the value
+    thumbprint: Optional[str] = None  # certificates: SHA-1 thumbprint, hex (Graph's customKeyIdentifier)
+
+    def expired(self, now: Optional[datetime.datetime] = None) -> bool:
+        """Past its end date (``now``: naive UTC, default the current time)."""
+        moment = now if now is not None else datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        return self.end is not None and moment >= self.end
+
+
+@dataclass(frozen=True)
+class CredentialExpiry:
+    """The app registration's client secrets and certificates with their end dates (``credential_expiry()``)."""
+
+    app_id: str
+    secrets: List[ExpiringCredential] = field(default_factory=list)
+    certificates: List[ExpiringCredential] = field(default_factory=list)
+
+    def secret_for(self, secret: str) -> Optional[ExpiringCredential]:
+        """The secret whose hint (first 3 characters) matches ``secret``; the one ending first when several do."""
+        found = [c for c in self.secrets if c.hint and secret.startswith(c.hint)]
+        return _soonest(found)
+
+    def certificate_for(self, thumbprint: str) -> Optional[ExpiringCredential]:
+        """The certificate with this SHA-1 thumbprint (hex, any case, ``:`` or spaces allowed)."""
+        wanted = re.sub(r"[^0-9a-fA-F]", "", thumbprint or "").upper()
+        return next((c for c in self.certificates if (c.thumbprint or "").upper() == wanted), None)
+
+    @property
+    def soonest(self) -> Optional[ExpiringCredential]:
+        """The credential (secret or certificate) ending first."""
+        return _soonest([*self.secrets, *self.certificates])
+
+
+def _soonest(credentials: List[ExpiringCredential]) -> Optional[ExpiringCredential]:
+    dated = [c for c in credentials if c.end is not None]
+    if dated:
+        return min(dated, key=lambda c: c.end or datetime.datetime.max)
+    return credentials[0] if credentials else None
+
+
+_GRAPH_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$", re.IGNORECASE)
+
+
+def _graph_time(value: Any) -> Optional[datetime.datetime]:
+    """Graph's DateTimeOffset (``2026-01-31T10:00:00Z``, 7 fraction digits or an offset allowed) as naive UTC."""
+    match = _GRAPH_TIME.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    moment = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S")
+    if fraction:
+        moment += datetime.timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
+    if zone and zone.upper() != "Z":
+        digits = zone[1:].replace(":", "")
+        offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        moment = moment - offset if zone[0] == "+" else moment + offset
+    return moment
+
+
+def credential_expiry_from_application(payload: Mapping[str, Any], app_id: str = "") -> CredentialExpiry:
+    """Read Graph's ``application`` resource (``passwordCredentials``, ``keyCredentials``); unknown shapes are
+    skipped rather than trusted."""
+
+    def entries(name: str) -> List[Mapping[str, Any]]:
+        value = payload.get(name)
+        return [e for e in value if isinstance(e, Mapping)] if isinstance(value, list) else []
+
+    def text(entry: Mapping[str, Any], name: str) -> Optional[str]:
+        value = entry.get(name)
+        return value if isinstance(value, str) else None
+
+    secrets = [
+        ExpiringCredential(
+            key_id=text(e, "keyId") or "",
+            display_name=text(e, "displayName"),
+            end=_graph_time(e.get("endDateTime")),
+            start=_graph_time(e.get("startDateTime")),
+            hint=text(e, "hint"),
+        )
+        for e in entries("passwordCredentials")
+    ]
+    certificates = [
+        ExpiringCredential(
+            key_id=text(e, "keyId") or "",
+            display_name=text(e, "displayName"),
+            end=_graph_time(e.get("endDateTime")),
+            start=_graph_time(e.get("startDateTime")),
+            thumbprint=text(e, "customKeyIdentifier"),
+        )
+        for e in entries("keyCredentials")
+        if e.get("type") in (None, "AsymmetricX509Cert")
+    ]
+    return CredentialExpiry(text(payload, "appId") or app_id, secrets, certificates)
+
+
 _apps: Dict[Tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 _apps_lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from .auth import AuthMode, MailboxCredentials, TokenProvider
+from .auth import AuthMode, CredentialExpiry, MailboxCredentials, TokenProvider, credential_expiry_from_application
 from .clouds import check_url
 from .errors import (
     ConfigurationError,
@@ -175,6 +175,36 @@ class GraphMailClient:
             return bool(items)
         wanted = {address.strip().lower() for address in recipients}
         return any(wanted <= _sent_to(item) for item in items if isinstance(item, dict))
+
+    def credential_expiry(self) -> CredentialExpiry:
+        """The app registration's client secrets and certificates with their end dates, read from the
+        directory (``GET /applications(appId='{client id}')``), so the product can warn before one expires.
+
+        Needs the Graph permission ``Application.Read.All`` (application, or delegated with admin consent): a
+        403 raises :class:`PermissionDenied` whose hint says so and how to fill the date in by hand.
+        """
+        app_id = quote(self.credentials.client_id.strip(), safe="")
+        query = urlencode({"$select": "passwordCredentials,keyCredentials,appId"}, quote_via=quote)
+        path = f"/applications(appId='{app_id}')?{query}"
+        ctx = _Context(self.transport.deadline())
+        try:
+            response = self._request(ctx, "credentialExpiry", "GET", path, idempotent=True)
+        except PermissionDenied as exc:
+            exc.hint = CREDENTIAL_EXPIRY_HINT
+            raise
+        except GraphApiError as exc:
+            if exc.status != 404:
+                raise
+            # A multi-tenant app is registered in its home tenant only: this tenant has its service principal.
+            raise GraphApiError(
+                exc.message,
+                hint=APPLICATION_NOT_FOUND_HINT,
+                status=exc.status,
+                code=exc.code,
+                request_id=exc.request_id,
+                client_request_id=exc.client_request_id,
+            )
+        return credential_expiry_from_application(_json(response), self.credentials.client_id)
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -412,6 +442,15 @@ class GraphMailClient:
 
 
 _NO_RETRY = RetryPolicy(attempts=1)
+CREDENTIAL_EXPIRY_HINT = (
+    "Grant the application permission Application.Read.All, or fill in the secret's expiry date by hand from "
+    "Azure portal > App registrations > Certificates & secrets."
+)
+APPLICATION_NOT_FOUND_HINT = (
+    "This tenant has no app registration with this client ID (a multi-tenant app is registered in its home "
+    "tenant only): fill in the secret's expiry date by hand from Azure portal > App registrations > "
+    "Certificates & secrets of the tenant that owns the app."
+)
 
 
 def _sent_to(item: Mapping[str, Any]) -> Set[str]:
@@ -450,4 +489,4 @@ def _resumable(error: GraphMailError) -> bool:
     return (error.status or 0) in (408, 409, 416, 429, 500, 502, 503, 504)
 
 
-__all__: Tuple[str, ...] = ("CallRecord", "Envelope", "GraphMailClient", "SendResult")
+__all__: Tuple[str, ...] = ("CallRecord", "CredentialExpiry", "Envelope", "GraphMailClient", "SendResult")

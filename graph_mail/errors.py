@@ -355,9 +355,11 @@ def error_from_graph_response(
     # A rejected request (4xx) was not processed; a 503 announcing Retry-After is Microsoft's "not now".
     ambiguous = sending and status >= 500 and not (status == 503 and retry_after is not None)
     text = f"Microsoft Graph answered {status}" + (f": {message}" if message else "")
+    # Graph names the concurrency limit in the message only (code ApplicationThrottled): say which limit it is.
+    hint_code = "MailboxConcurrency" if "MailboxConcurrency" in str(message) else code
     return cls(
         text[:500],
-        hint=hint_for(code, status),
+        hint=hint_for(hint_code, status),
         status=status,
         code=code,
         request_id=request_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -16,8 +17,10 @@ from requests.structures import CaseInsensitiveDict
 from graph_mail import (
     AuthenticationError,
     Envelope,
+    GraphApiError,
     GraphMailClient,
     MailboxCredentials,
+    PermissionDenied,
     RetryPolicy,
     ServiceUnavailable,
     Throttled,
@@ -343,3 +346,55 @@ def test_413_on_the_mime_path_falls_back_to_the_draft_path(script, sleeps):
     assert result.calls[0].outcome == "error" and result.calls[-1].operation == "send"
     posted = [json.loads(r.body) for r in script.calls("POST", r"/attachments$")]
     assert posted and base64.b64decode(posted[0]["contentBytes"]) == data
+
+
+def test_credential_expiry_reads_graphs_application_resource(script, sleeps):
+    application = {
+        "appId": "client-1",
+        "passwordCredentials": [
+            {"customKeyIdentifier": None, "displayName": "odoo", "endDateTime": "2027-03-01T10:00:00.1234567Z",
+             "hint": "s3c", "keyId": "k-1", "secretText": None, "startDateTime": "2025-03-01T10:00:00Z"},
+            {"displayName": "old", "endDateTime": "2026-01-01T12:00:00+02:00", "hint": "s3c", "keyId": "k-0"},
+            "not an object",
+        ],
+        "keyCredentials": [
+            {"customKeyIdentifier": "52ED9B5038A47B9E2E2190715CC238359D4F8F73", "displayName": "CN=odoo",
+             "endDateTime": "2026-06-30T00:00:00Z", "keyId": "k-2", "startDateTime": "bogus",
+             "type": "AsymmetricX509Cert", "usage": "Verify", "key": None},
+            {"customKeyIdentifier": None, "keyId": "k-3", "type": "Symmetric", "usage": "Sign"},
+        ],
+    }  # fmt: skip
+    script.on("GET", r"/applications\(appId='client-1'\)\?", (200, application))
+    records = []
+    client = make_client(script, sleeps, mode="app", records=records)
+    expiry = client.credential_expiry()
+    (request,) = script.seen
+    assert (
+        request.url
+        == f"{BASE}/v1.0/applications(appId='client-1')?%24select=passwordCredentials%2CkeyCredentials%2CappId"
+    )
+    assert request.headers["Authorization"] == "Bearer token-0"
+    assert [s.key_id for s in expiry.secrets] == ["k-1", "k-0"]
+    assert expiry.secrets[0].end == datetime.datetime(2027, 3, 1, 10, 0, 0, 123456)
+    assert expiry.secrets[1].end == datetime.datetime(2026, 1, 1, 10, 0)  # offsets folded into naive UTC
+    assert expiry.secret_for("s3cret-value").key_id == "k-0"  # two match the hint: the one ending first
+    (certificate,) = expiry.certificates  # the symmetric key is not a certificate
+    assert certificate.start is None and certificate.end == datetime.datetime(2026, 6, 30)
+    assert expiry.certificate_for("52:ed:9b:50:38:a4:7b:9e:2e:21:90:71:5c:c2:38:35:9d:4f:8f:73") == certificate
+    assert [r.operation for r in records] == ["credentialExpiry"]
+
+
+def test_credential_expiry_hints_on_403_and_404(script, sleeps):
+    denied = {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}  # fmt: skip
+    missing = {"error": {"code": "Request_ResourceNotFound", "message": "Resource 'client-1' does not exist"}}
+    script.on("GET", r"/applications", (403, denied), (404, missing), (503, {}, {"Retry-After": "1"}), (200, {}))
+    client = make_client(script, sleeps, mode="app")
+    with pytest.raises(PermissionDenied) as info:
+        client.credential_expiry()
+    assert info.value.hint.startswith("Grant the application permission Application.Read.All, or fill in")
+    with pytest.raises(GraphApiError) as info:
+        client.credential_expiry()
+    assert type(info.value) is GraphApiError and info.value.status == 404
+    assert "multi-tenant" in info.value.hint and info.value.code == "Request_ResourceNotFound"
+    expiry = client.credential_expiry()  # a 503 with Retry-After is retried like every call
+    assert sleeps == [1.0] and expiry.app_id == "client-1" and expiry.secrets == []

@@ -180,3 +180,13 @@ def test_odd_types_in_microsofts_answers_stay_inside_the_error_tree():
     assert isinstance(weird, GraphApiError) and str(weird)
     assert error_from_token_response({"error": "invalid_client", "error_codes": "7000215"}).code == "invalid_client"
     assert error_from_token_response({"error": "invalid_client", "error_codes": True}).code == "invalid_client"
+
+
+def test_mailbox_concurrency_is_named_by_graphs_message_not_its_code():
+    # What Graph answers (and the fake): code ApplicationThrottled, the limit named in the message only.
+    body = json.dumps(
+        {"error": {"code": "ApplicationThrottled", "message": "Application is over its MailboxConcurrency limit."}}
+    ).encode()
+    err = error_from_graph_response(429, {"Retry-After": "1"}, body, retry_after=1.0)
+    assert type(err) is Throttled and err.code == "ApplicationThrottled" and err.retry_after == 1.0
+    assert err.hint == GRAPH_HINTS["MailboxConcurrency"]
