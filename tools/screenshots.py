@@ -9,6 +9,12 @@ system chromedriver (selenium; nothing is downloaded). Every step waits for the 
 Odoo 18.0 (``/odoo/...`` client URLs, as in 19.0; 17.0's ``/web#`` URLs are not handled). Clicking
 "Authenticate with Microsoft" signs the demo mailbox in again at the fake Microsoft, and "Send Test Email" sends
 one more mail through it; ``--no-actions`` skips both and "Test Connection".
+
+Then the sending limits, the mailbox pool and the alerts (issues #15 and #16): the script creates a second Graph
+server in the demo server's pool, puts a client secret expiry 5 days ahead on the demo's server, runs the alerts
+cron, and shoots the banner, the Graph Alerts list and the activity it gives the admin; last the Microsoft Graph
+type of Incoming Mail Servers with its own app registration (never saved). What it changed on the demo's server
+is put back at the end (the second server is archived, kept for the next run).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -27,13 +34,18 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tools.demo import Odoo, step
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_LIST_ACTION = "action-base.action_ir_mail_server_list"
 LOG_LIST_ACTION = "action-mail_graph_api.action_mail_graph_api_log"
+ALERT_LIST_ACTION = "action-mail_graph_api.action_mail_graph_alert"
+INCOMING_LIST_ACTION = "action-mail.action_email_server_tree"
+# The second server of the demo's mailbox pool (issue #15), created by the script and archived at its end.
+POOL = "Contoso"
+POOL_SERVER = {"name": "Contoso Sales (Graph)", "graph_sender_email": "sales@contoso.onmicrosoft.com"}
 TIMEOUT = 30
 # What an administrator types for a new server (the placeholders' examples; never saved).
 EXAMPLE = {
@@ -214,14 +226,14 @@ def main() -> int:
     browser = Browser(url, args.chromium, args.chromedriver, args.width, args.height, args.out)
     try:
         login(browser, args.db, args.login, args.password)
-        shoot_all(browser, server["id"], args.no_actions)
+        shoot_all(browser, rpc, server["id"], args.no_actions)
     finally:
         browser.quit()
     step(f"{len(browser.saved)} screenshots in {args.out}")
     return 0
 
 
-def shoot_all(browser: Browser, server_id: int, no_actions: bool) -> None:
+def shoot_all(browser: Browser, rpc: Odoo, server_id: int, no_actions: bool) -> None:
     server_form = f"/odoo/{SERVER_LIST_ACTION}/{server_id}?debug=1"
 
     step("Apps: the addon, once the apps list is updated")
@@ -235,9 +247,14 @@ def shoot_all(browser: Browser, server_id: int, no_actions: bool) -> None:
     search.send_keys("Microsoft Graph", Keys.ENTER)
     browser.wait(".o_searchview_facet", "Microsoft Graph")
     browser.wait(".o_kanban_record", "Microsoft Graph Mail Gateway")
+    # The search applied: only the addon is listed, and its 14.0/15.0 bridge mail_graph_api_fetchmail (listed on
+    # every series, installable only where Odoo's fetchmail module exists).
     browser.until(
-        lambda: len(browser.driver.find_elements(By.CSS_SELECTOR, ".o_kanban_record:not(.o_kanban_ghost)")) == 1,
-        "only the addon listed",
+        lambda: all(
+            "Microsoft Graph Mail Gateway" in card.text
+            for card in browser.driver.find_elements(By.CSS_SELECTOR, ".o_kanban_record:not(.o_kanban_ghost)")
+        ),
+        "only the addon (and its bridge) listed",
     )
     browser.shoot("apps-module")
 
@@ -326,6 +343,182 @@ def shoot_all(browser: Browser, server_id: int, no_actions: bool) -> None:
     browser.open(f"/odoo/{LOG_LIST_ACTION}?debug=1")
     browser.wait(".o_list_view .o_data_row")
     browser.shoot("graph-api-logs-list")
+
+    # Limits, pool and alerts (issues #15 and #16): these change the demo's server, put back whatever happens.
+    before = demo_state(rpc, server_id)
+    try:
+        shoot_limits_pool(browser, rpc, server_id)
+        shoot_alert_banner(browser, rpc, server_id)
+        shoot_alerts_list(browser, rpc)
+        shoot_activity_alert(browser)
+    finally:
+        restore_demo(rpc, server_id, before)
+    shoot_incoming_own_sign_in(browser)
+
+
+def demo_state(rpc: Odoo, server_id: int) -> dict:
+    """What the following steps change on the demo's server, and the alerts there were before them."""
+    state = rpc.call("ir.mail_server", "read", [server_id], ["graph_secret_expiry", "graph_pool"])[0]
+    state["alert_ids"] = rpc.call("mail.graph.alert", "search", [], context={"active_test": False})
+    return state
+
+
+def trigger_alerts_cron(rpc: Odoo) -> None:
+    """Run "Microsoft Graph: alerts" now, as its scheduled run would (the demo runs Odoo without cron threads)."""
+    cron = rpc.call(
+        "ir.model.data",
+        "search_read",
+        [("module", "=", "mail_graph_api"), ("name", "=", "ir_cron_mail_graph_alerts")],
+        ["res_id"],
+    )
+    if not cron:
+        raise RuntimeError("no cron mail_graph_api.ir_cron_mail_graph_alerts: is the addon up to date?")
+    rpc.call("ir.cron", "method_direct_trigger", [cron[0]["res_id"]])
+
+
+def pool_server(rpc: Odoo, server_id: int) -> int:
+    """The second server of the demo's pool: application mode, the demo's app and endpoints, another mailbox.
+    Reused (and unarchived) when an earlier run created it."""
+    demo = rpc.call(
+        "ir.mail_server",
+        "read",
+        [server_id],
+        [
+            "graph_client_id",
+            "graph_client_secret",
+            "graph_tenant_id",
+            "graph_cloud",
+            "graph_authority_url",
+            "graph_api_url",
+        ],
+    )[0]
+    values = {
+        **POOL_SERVER,
+        "use_graph_api": True,
+        "graph_auth_mode": "application_secret",
+        "graph_client_id": demo["graph_client_id"],
+        "graph_client_secret": demo["graph_client_secret"],
+        "graph_tenant_id": demo["graph_tenant_id"],
+        "graph_cloud": demo["graph_cloud"],
+        "graph_authority_url": demo["graph_authority_url"],
+        "graph_api_url": demo["graph_api_url"],
+        "graph_pool": POOL,
+        "active": True,
+    }
+    found = rpc.call(
+        "ir.mail_server", "search", [("name", "=", POOL_SERVER["name"])], limit=1, context={"active_test": False}
+    )
+    if found:
+        rpc.call("ir.mail_server", "write", found, values)
+        return found[0]
+    return rpc.call("ir.mail_server", "create", values)
+
+
+def shoot_limits_pool(browser: Browser, rpc: Odoo, server_id: int) -> None:
+    step("Limits and timeouts: sending limits, today's use, alert thresholds, the mailbox pool")
+    second = pool_server(rpc, server_id)
+    rpc.call("ir.mail_server", "write", [server_id], {"graph_pool": POOL})
+    print(f"    #{second} {POOL_SERVER['name']} ({POOL_SERVER['graph_sender_email']}) shares pool {POOL!r}")
+    browser.open(f"/odoo/{SERVER_LIST_ACTION}/{server_id}?debug=1")
+    browser.wait(".o_form_view .o_mail_graph_api_state", "Connected")
+    form_tab(browser, "graph")
+    browser.wait(".o_form_view div[name=graph_pool_usage]", "2 mailboxes")
+    browser.wait(".o_form_view div[name=graph_usage_percent] .o_progressbar")
+    browser.wait(".o_form_view div[name=graph_rate_limit]")
+    # The group is below the fold: its title at the top of the scrolling area, a little air above it. (Found
+    # by one of its fields: the title is shown upper-case.)
+    browser.driver.execute_script(
+        "const group = document.querySelector('.o_form_view div[name=graph_rate_limit]').closest('.o_inner_group');"
+        "const area = document.querySelector('.o_content');"
+        "area.scrollTop += group.getBoundingClientRect().top - area.getBoundingClientRect().top - 16;"
+    )
+    browser.shoot("mail-server-limits-pool")
+
+
+def shoot_alert_banner(browser: Browser, rpc: Odoo, server_id: int) -> None:
+    step("The alert banner: the client secret expires in 5 days")
+    expiry = (date.today() + timedelta(days=5)).isoformat()
+    rpc.call("ir.mail_server", "write", [server_id], {"graph_secret_expiry": expiry})
+    browser.open(f"/odoo/{SERVER_LIST_ACTION}/{server_id}?debug=1")
+    browser.wait(".o_form_view .o_mail_graph_api_state", "Connected")
+    browser.wait(".o_form_view div.alert.alert-warning div[name=graph_alert_text]", "in 5 days")
+    browser.shoot("mail-server-alert-banner")
+
+
+def shoot_alerts_list(browser: Browser, rpc: Odoo) -> None:
+    step("The alerts cron, then Settings > Technical > Email > Graph Alerts")
+    trigger_alerts_cron(rpc)
+    browser.open(f"/odoo/{ALERT_LIST_ACTION}?debug=1")
+    browser.wait(".o_list_view .o_data_row", "in 5 days")
+    browser.shoot("graph-alerts-list")
+
+
+def shoot_activity_alert(browser: Browser) -> None:
+    step("The alert's to-do for the administrator: the activity menu")
+    browser.open(f"/odoo/{ALERT_LIST_ACTION}?debug=1")  # over the alert it comes from
+    browser.wait(".o_list_view .o_data_row", "in 5 days")
+    browser.wait(".o_menu_systray .o-mail-ActivityMenu-counter")  # the count comes with the session's data
+    browser.click(".o_menu_systray button:has(> i.fa-clock-o)")
+    browser.wait(".o-mail-ActivityMenu .o-mail-ActivityGroup", "Microsoft Graph alert")
+    browser.shoot("activity-alert", blur=False)  # a blur must not close the menu
+    browser.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+
+
+def restore_demo(rpc: Odoo, server_id: int, before: dict) -> None:
+    """The demo's server as it was (its secret expiry and pool as read before: empty in the demo), the second
+    server archived (kept: the next run reuses it). The alerts cron then closes the alert and removes its
+    activity; the alerts raised here are deleted, so the demo is left as it was."""
+    step("Putting the demo's server back as it was")
+    rpc.call(
+        "ir.mail_server",
+        "write",
+        [server_id],
+        {"graph_secret_expiry": before["graph_secret_expiry"], "graph_pool": before["graph_pool"]},
+    )
+    second = rpc.call("ir.mail_server", "search", [("name", "=", POOL_SERVER["name"])], context={"active_test": False})
+    if second:
+        rpc.call("ir.mail_server", "write", second, {"active": False})
+    trigger_alerts_cron(rpc)
+    raised = rpc.call(
+        "mail.graph.alert", "search", [("id", "not in", before["alert_ids"])], context={"active_test": False}
+    )
+    if raised:
+        rpc.call("mail.graph.alert", "unlink", raised)
+    print(
+        f"    secret expiry and pool restored, #{second[0] if second else '-'} archived, {len(raised)} alert(s) removed"
+    )
+
+
+def shoot_incoming_own_sign_in(browser: Browser) -> None:
+    step("Incoming Mail Servers: a new Microsoft Graph server with its own app registration (not saved)")
+    browser.open(f"/odoo/{INCOMING_LIST_ACTION}/new?debug=1")
+    browser.wait(".o_form_view div[name=name] input").send_keys("Support mailbox (Graph)")
+    browser.click(".o_form_view div[name=server_type] input[data-value=graph]")  # a radio in 18.0
+    browser.click(".o_form_view div[name=graph_credentials] input[data-value=own]")
+    Select(browser.wait(".o_form_view div[name=graph_own_auth_mode] select")).select_by_visible_text(
+        "Delegated (sign in as the mailbox)"
+    )
+    own = {
+        "graph_own_client_id": EXAMPLE["graph_client_id"],
+        "graph_own_tenant_id": EXAMPLE["graph_tenant_id"],
+        "graph_own_client_secret": EXAMPLE["graph_client_secret"],
+        "graph_own_mailbox": "support@contoso.com",  # a mailbox that receives (aliases, new records)
+    }
+    for field, value in own.items():
+        browser.wait(f".o_form_view div[name={field}] input").send_keys(value, Keys.TAB)
+    for field, value in own.items():  # each onchange has kept what was typed
+        browser.until(
+            lambda field=field, value=value: (
+                browser.driver.find_element(By.CSS_SELECTOR, f".o_form_view div[name={field}] input").get_attribute(
+                    "value"
+                )
+                == value
+            ),
+            f"{field} filled in",
+        )
+    browser.shoot("incoming-server-own-sign-in")
+    browser.click(".o_form_button_cancel")  # discard: nothing is created
+    browser.until(lambda: "/new" not in browser.driver.current_url, "new record discarded")
 
 
 if __name__ == "__main__":

@@ -49,16 +49,30 @@ def define(module_name):
             help="Linked: one app registration and one sign-in serve sending and reading. Its own: this server "
             "signs in by itself (delegated or application), kept in a reading-only connection that never sends.",
         )
-        graph_own_auth_mode = fields.Selection(related="graph_mail_server_id.graph_auth_mode", readonly=False)
-        graph_own_client_id = fields.Char(related="graph_mail_server_id.graph_client_id", readonly=False)
+        graph_own_auth_mode = fields.Selection(
+            string="Authentication", related="graph_mail_server_id.graph_auth_mode", readonly=False
+        )
+        graph_own_client_id = fields.Char(
+            string="Client ID", related="graph_mail_server_id.graph_client_id", readonly=False
+        )
         graph_own_client_secret = fields.Char(
-            related="graph_mail_server_id.graph_client_secret", readonly=False, groups="base.group_system"
+            string="Client Secret",
+            related="graph_mail_server_id.graph_client_secret",
+            readonly=False,
+            groups="base.group_system",
         )
         graph_own_certificate = fields.Text(
-            related="graph_mail_server_id.graph_certificate", readonly=False, groups="base.group_system"
+            string="Certificate (PEM)",
+            related="graph_mail_server_id.graph_certificate",
+            readonly=False,
+            groups="base.group_system",
         )
-        graph_own_tenant_id = fields.Char(related="graph_mail_server_id.graph_tenant_id", readonly=False)
-        graph_own_mailbox = fields.Char(related="graph_mail_server_id.graph_sender_email", readonly=False)
+        graph_own_tenant_id = fields.Char(
+            string="Tenant ID", related="graph_mail_server_id.graph_tenant_id", readonly=False
+        )
+        graph_own_mailbox = fields.Char(
+            string="Mailbox", related="graph_mail_server_id.graph_sender_email", readonly=False
+        )
         graph_connection_state = fields.Selection(related="graph_mail_server_id.graph_connection_state")
         graph_mailbox = fields.Char("Mailbox", help="Empty: the connection's Sender Email.")
         graph_folder = fields.Char("Folder", default="Inbox")

@@ -328,8 +328,8 @@ class IrMailServer(models.Model):
                 server.graph_pool_usage = _(
                     "%(count)s mailboxes: %(sent)s of %(room)s recipients in the last 24 hours%(share)s",
                     count=len(pool),
-                    sent=sent,
-                    room=room if share else _("no limit"),
+                    sent=f"{sent:,}",
+                    room=f"{room:,}" if share else _("no limit"),
                     share=share,
                 )
 
