@@ -92,6 +92,13 @@ class IrMailServer(models.Model):
         help="The Azure portal shows it: Entra ID > App registrations > this app > Certificates & secrets > "
         "Client secrets > Expires. Create the next secret before that day.",
     )
+    graph_secret_expiry_read = fields.Datetime(
+        "Secret Expiry Read From Microsoft",
+        copy=False,
+        readonly=True,
+        help="When the client secret's end date was last read from the app registration (application mode, with "
+        "the Graph permission Application.Read.All: daily, and at Test Connection). Empty: the date is yours.",
+    )
     graph_refresh_token = fields.Char(groups="base.group_system", copy=False)
     graph_access_token = fields.Char(groups="base.group_system", copy=False)
     graph_access_token_expiry = fields.Datetime("Token Expiry", groups="base.group_system", copy=False, readonly=True)
@@ -555,7 +562,40 @@ class IrMailServer(models.Model):
         if self.graph_connection_state == "error":
             # A passing test clears an earlier failure: the server works again (the Send Test Email button shows).
             super(IrMailServer, self.sudo()).write({"graph_connection_state": "connected", "graph_last_error": False})
-        return _("Connection to Microsoft Graph successful: sending as %s.", address)
+        message = _("Connection to Microsoft Graph successful: sending as %s.", address)
+        if self._graph_read_secret_expiry():
+            message += " " + _("The client secret expires on %s (read from Microsoft).", self.graph_secret_expiry)
+        return message
+
+    def _graph_read_secret_expiry(self):
+        """Where the app may read its own registration (Application.Read.All, application mode), the client
+        secret's end date comes from Microsoft; without that permission the administrator's date stays.
+        True when read."""
+        self.ensure_one()
+        server = self.sudo()
+        if server.graph_auth_mode != "application_secret" or not server.graph_client_secret:
+            return False  # a delegated sign-in does not carry Application.Read.All; a certificate has its PEM
+        session = server._graph_session()
+        try:
+            expiry = session._client.credential_expiry()
+        except GraphMailError as error:
+            _logger.info("Mail server #%s: client secret expiry not read from Microsoft: %s", self.id, error)
+            return False
+        finally:
+            session.quit()  # its call is in the Graph API Logs, either way
+        secret = expiry.secret_for(server.graph_client_secret)
+        if secret is None or secret.end is None:
+            return False
+        super(IrMailServer, server).write(
+            {"graph_secret_expiry": secret.end.date(), "graph_secret_expiry_read": fields.Datetime.now()}
+        )
+        return True
+
+    @api.model
+    def _graph_read_expiry_dates(self):
+        """Daily: the client secrets' end dates, from Microsoft where the app may read them (alerts use them)."""
+        servers = self.sudo().search([("use_graph_api", "=", True), ("graph_auth_mode", "=", "application_secret")])
+        return servers.filtered(lambda server: server._graph_read_secret_expiry())
 
     def _graph_record_error(self, error, own_cursor=True):
         """Show the failure on the server. By default through a cursor of our own, because the caller's

@@ -111,6 +111,25 @@ class TestGraphUnattended(GraphTransactionCase):
             form.graph_secret_expiry = datetime.date(2027, 3, 31)
         self.assertEqual(self.server.graph_secret_expiry, datetime.date(2027, 3, 31))
 
+    def test_secret_expiry_is_read_from_microsoft_where_the_app_may_read_its_registration(self):
+        ends = datetime.datetime(2027, 5, 17, 9, 30)
+        self.fake.configure(client_secret_expires=ends.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.server.write({"graph_auth_mode": "application_secret", "graph_secret_expiry": datetime.date(2027, 1, 1)})
+        with mute_logger("odoo.addons.mail_graph_api.models.ir_mail_server"):
+            self.assertFalse(self.env["ir.mail_server"]._graph_read_expiry_dates(), "no Application.Read.All yet")
+        self.assertEqual(self.server.graph_secret_expiry, datetime.date(2027, 1, 1), "the administrator's date stays")
+        self.assertFalse(self.server.graph_secret_expiry_read)
+        self.fake.configure(app_roles=[*self.fake.config()["app_roles"], "Application.Read.All"])
+        self._idle(self.server, 0)  # the permission comes with the next access token
+        self.assertIn("expires on 2027-05-17 (read from Microsoft)", self.server._graph_test_connection())
+        self.assertEqual(self.server.graph_secret_expiry, ends.date())
+        self.assertTrue(self.server.graph_secret_expiry_read)
+        self.server.graph_secret_expiry = False
+        self.assertEqual(self.env["ir.mail_server"]._graph_read_expiry_dates(), self.server, "and daily, by the cron")
+        self.assertEqual(self.server.graph_secret_expiry, ends.date())
+        cron = self.env.ref("mail_graph_api.ir_cron_mail_graph_api_keep_alive")
+        self.assertIn("_graph_read_expiry_dates", cron.code)
+
     def test_more_than_500_recipients_is_refused_before_anything_is_sent(self):
         self.connect_server()
         self.mark()
