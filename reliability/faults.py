@@ -11,6 +11,7 @@ must hold every mail exactly once, counted by Message-ID.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import time
 from collections import Counter
@@ -200,6 +201,44 @@ def failed_over(stack: Stack, run: Run) -> str:
     return "" if rows == 2 else f"{rows} pool rows in the Graph API Logs, expected 2"
 
 
+def run_alerts(stack: Stack) -> None:
+    """The scheduled action "Microsoft Graph: alerts", run now (as an administrator would from its form)."""
+    cron = stack.admin.call(
+        "ir.model.data", "search_read", [("module", "=", "mail_graph_api"), ("name", "=", "ir_cron_mail_graph_alerts")],
+        ["res_id"],
+    )[0]["res_id"]  # fmt: skip
+    stack.admin.call("ir.cron", "method_direct_trigger", [cron])
+
+
+def secret_past_its_date(stack: Stack) -> None:
+    """The secret's end date (on the fake's clock) has passed; the server's form had the date."""
+    yesterday = datetime.date.today() - datetime.timedelta(days=1)
+    stack.fake.configure(client_secret_expires=time.time() - 60)
+    stack.fake.expire_tokens()
+    stack.write_server({"graph_secret_expiry": yesterday.isoformat()})
+    run_alerts(stack)
+
+
+def new_secret_with_its_date(stack: Stack) -> None:
+    rotate_secret(stack)
+    stack.fake.configure(client_secret_expires=None)
+    stack.write_server({"graph_secret_expiry": (datetime.date.today() + datetime.timedelta(days=365)).isoformat()})
+    run_alerts(stack)
+
+
+def alert_raised_then_cleared(stack: Stack, run: Run) -> str:
+    alerts = stack.admin.call(
+        "mail.graph.alert", "search_read",
+        [("kind", "=", "secret_expiry"), ("key", "=", "secret_expiry:expired"), ("active", "in", [True, False])],
+        ["active", "cleared_date", "notified_by_email"],
+    )  # fmt: skip
+    if not alerts:
+        return "no alert 'secret expired' was raised"
+    if any(alert["active"] for alert in alerts):
+        return "the alert did not clear after the new secret"
+    return ""
+
+
 def http_date(seconds: float) -> Callable[[Stack], None]:
     def run(stack: Stack) -> None:
         when = email.utils.formatdate(time.time() + seconds, usegmt=True)
@@ -351,6 +390,18 @@ def scenarios() -> List[Scenario]:
             recover=rotate_secret,
             failure_type="mail_smtp",
             describe="recovery: a new secret pasted on the server",
+        ),
+        Scenario(
+            "client secret past its end date",
+            ("exception",),
+            ("7000222",),
+            inject=secret_past_its_date,
+            recover=new_secret_with_its_date,
+            failure_type="mail_smtp",
+            extra=alert_raised_then_cleared,
+            describe="the fake's secret ends (its date, on the fake's clock); alerts run; then a new secret and date",
+            expected_text="exception (AADSTS7000222, what to do); an alert 'secret expired' raised, cleared after "
+            "the new secret; then exactly once at Microsoft",
         ),
         Scenario(
             "identity platform 503 during refresh",
