@@ -12,6 +12,8 @@ machine; absolute times are printed for context only, never as targets.
 5. Peer: the same 1 and 2 for the addon in $MAIL_GRAPH_PEER_ADDON (its own database and addons path).
 6. Incoming (``--incoming N``): N messages read over Graph against the same N read by Odoo's IMAP fetchmail
    from a local dovecot (benchmarks/incoming.py); ``--only incoming`` runs that alone.
+7. Sending limits (``--quota N``): N recipient copies through one mailbox and through a pool of 4 against the
+   fake's enforced limits (benchmarks/quota.py); ``--only quota`` runs that alone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 import requests
 
+from benchmarks import quota
 from benchmarks.incoming import measure_incoming, render_table
 from benchmarks.sink import SmtpSink
 from fake_microsoft import DEFAULTS, FakeMicrosoft
@@ -553,7 +556,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile one Graph drain with pyinstrument")
     parser.add_argument("--peer", default=os.environ.get(PEER_ENV, ""), help=f"peer addon folder (${PEER_ENV})")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
-    parser.add_argument("--only", choices=("ours", "peer", "incoming"), help="measure one addon (or incoming) only")
+    parser.add_argument(
+        "--only", choices=("ours", "peer", "incoming", "quota"), help="measure one addon (or incoming, quota) only"
+    )
+    parser.add_argument(
+        "--quota", type=int, default=0, metavar="N", help="also send N copies under the sending limits (7.)"
+    )
+    parser.add_argument("--quota-rate", type=int, default=120, help="mails a minute per mailbox in 7. (both sides)")
     parser.add_argument(
         "--incoming", type=int, default=0, metavar="N", help="also read N incoming messages: Graph vs IMAP (6.)"
     )
@@ -567,7 +576,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     load_before = os.getloadavg()[0]
 
     fake = FakeMicrosoft().start()
-    fake.configure(max_message_size=150 * MB)
+    # The throughput figures send hundreds of mails a minute through one mailbox on purpose: Exchange's limits,
+    # which the fake enforces by default, are measured by the quota figures (7.), which set their own.
+    fake.configure(max_message_size=150 * MB, message_rate_limit=0, daily_recipient_limit=0)
     sink = SmtpSink().start()
     say(f"fake Microsoft on {fake.url}; SMTP sink on 127.0.0.1:{sink.port}; {os.cpu_count()} cores")
     # The addons path needs the folder holding the addon: a checkout as is, the addon folder's parent.
@@ -581,6 +592,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
     if args.only == "incoming" and not args.incoming:
         args.incoming = 1000
+    if args.only == "quota" and not args.quota:
+        args.quota = 2000
     if args.only:
         targets = [t for t in targets if t.key == args.only]
     results: Dict = {}
@@ -605,6 +618,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     raise
                 results["incoming"] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
                 say(f"[incoming] stopped: {results['incoming']['error']}")
+        if args.quota:
+            try:
+                results["quota"] = quota.measure_quota(
+                    args.quota, args.quota_rate, args.series, fake, OUT, keep=args.keep, say=say
+                )
+            except Exception as exc:
+                if args.strict:
+                    raise
+                results["quota"] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+                say(f"[quota] stopped: {results['quota']['error']}")
     finally:
         sink.stop()
         fake.stop()
@@ -666,9 +689,11 @@ def render(results: Dict, meta: Dict, args) -> str:
         f"run {meta['seconds']} s, load average {meta['load']}"
     )
     incoming = render_table(results.get("incoming"))
-    if getattr(args, "only", None) == "incoming":
-        return "\n".join([title, *incoming])
-    return "\n".join([_render_outgoing(results, title, args), *(["", *incoming] if incoming else [])])
+    limits = quota.render_table(results.get("quota"))
+    extra = [*(["", *incoming] if incoming else []), *(["", *limits] if limits else [])]
+    if getattr(args, "only", None) in ("incoming", "quota"):
+        return "\n".join([title, *extra])
+    return "\n".join([_render_outgoing(results, title, args), *extra])
 
 
 def _render_outgoing(results: Dict, title: str, args) -> str:
