@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import incoming_jobs as shape
 from benchmarks.dovecot import PASSWORD, USER, Dovecot
@@ -498,15 +498,19 @@ def render_rows(incoming: Optional[Dict]) -> List[Tuple[str, str, str, str]]:
     return rows
 
 
+def columns(headers: Sequence[str], rows: List[Sequence[Any]]) -> List[str]:
+    """A plain text table: a header, a rule, the rows, each column as wide as its widest cell."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    line = " | ".join(f"{{:<{w}}}" for w in widths)
+    return [line.format(*headers), line.format(*("-" * w for w in widths)), *(line.format(*row) for row in rows)]
+
+
 def render_table(incoming: Optional[Dict]) -> List[str]:
     rows = render_rows(incoming)
     if not rows:
         return []
     headers = ("incoming benchmark", "Graph inbox (fake Microsoft)", "Odoo IMAP fetchmail (dovecot)", "target")
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(4)]
-    line = " | ".join(f"{{:<{w}}}" for w in widths)
-    out = [line.format(*headers), line.format(*("-" * w for w in widths))]
-    out += [line.format(*row) for row in rows]
+    out = columns(headers, rows)
     if incoming.get("code"):
         out.append(f"incoming: code measured: {incoming['code']}")
     dovecot = incoming.get("imap", {}).get("dovecot") if incoming else None

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from benchmarks.incoming import columns
 from fake_microsoft import FakeMicrosoft
 from tools.odoo_harness import OdooInstance
 
@@ -139,9 +140,4 @@ def render_table(results: Optional[Dict]) -> List[str]:
     rows = render_rows(results)
     if not rows:
         return []
-    header = ("quota benchmark", "mail_graph_api against the fake's enforced limits", "details", "target")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(header, widths))]
-    lines.append(" | ".join("-" * width for width in widths))
-    lines += [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in rows]
-    return lines
+    return columns(("quota benchmark", "mail_graph_api against the fake's enforced limits", "details", "target"), rows)

@@ -142,3 +142,13 @@ def self_signed_certificate(common_name: str = "graph-mail-test") -> Tuple[Any, 
         .sign(key, hashes.SHA256())
     )
     return key, cert
+
+
+def assert_graph_error(answer: Any, status: int, code: str) -> Dict[str, Any]:
+    """A Graph error answer (a ``requests`` response) as Graph shapes it: status, code and the request id inside
+    the body matching the header. Returns the body's ``error``."""
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code
+    assert error["innerError"]["request-id"] == answer.headers["request-id"]
+    return error

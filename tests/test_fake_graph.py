@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from fake_microsoft import DEFAULTS
-from fake_microsoft.testing import app_token, delegated_token
+from fake_microsoft.testing import app_token, assert_graph_error, delegated_token
 
 ADMIN = "admin@contoso.onmicrosoft.com"
 SALES = "sales@contoso.onmicrosoft.com"
@@ -24,18 +24,6 @@ def graph(fake, method: str, path: str, token=None, **kwargs) -> requests.Respon
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return requests.request(method, fake.graph_url + path, headers=headers, timeout=10, **kwargs)
-
-
-def assert_graph_error(answer: requests.Response, status: int, code: str) -> dict:
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    inner = error["innerError"]
-    assert inner["request-id"] == answer.headers["request-id"]
-    assert inner["client-request-id"] == answer.headers["client-request-id"]
-    assert inner["date"]
-    return error
 
 
 def mime_message(sender: str = ADMIN, bcc: bool = True, to: str = "alice@example.com") -> bytes:

@@ -14,7 +14,7 @@ import requests
 
 from fake_microsoft import FakeControl
 from fake_microsoft.ndr import build_ndr, daily_limit
-from fake_microsoft.testing import app_token, delegated_token
+from fake_microsoft.testing import app_token, assert_graph_error, delegated_token
 
 ADMIN = "admin@contoso.onmicrosoft.com"
 SALES = "sales@contoso.onmicrosoft.com"
@@ -26,14 +26,6 @@ def graph(fake, method: str, path: str, token=None, **kwargs) -> requests.Respon
         headers["Authorization"] = f"Bearer {token}"
     url = path if path.startswith("http") else fake.graph_url + path
     return requests.request(method, url, headers=headers, timeout=10, **kwargs)
-
-
-def assert_graph_error(answer: requests.Response, status: int, code: str) -> Dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == code
-    assert error["innerError"]["request-id"] == answer.headers["request-id"]
-    return error
 
 
 def incoming(subject: str, sender: str = "alice@example.com", message_id: str = "") -> bytes:

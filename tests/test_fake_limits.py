@@ -19,7 +19,13 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 
 from fake_microsoft import DEFAULTS, FakeControl
-from fake_microsoft.testing import app_token, delegated_token, self_signed_certificate, token_request
+from fake_microsoft.testing import (
+    app_token,
+    assert_graph_error,
+    delegated_token,
+    self_signed_certificate,
+    token_request,
+)
 
 ADMIN = "admin@contoso.onmicrosoft.com"
 SALES = "sales@contoso.onmicrosoft.com"
@@ -33,14 +39,6 @@ def graph(fake, method: str, path: str, token=None, **kwargs) -> requests.Respon
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return requests.request(method, fake.graph_url + path, headers=headers, timeout=10, **kwargs)
-
-
-def assert_graph_error(answer: requests.Response, status: int, code: str) -> Dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == code
-    assert error["innerError"]["request-id"] == answer.headers["request-id"]
-    return error
 
 
 def mime(subject: str, to: str = "bob@example.com", sender: str = ADMIN, bcc: str = "") -> bytes:

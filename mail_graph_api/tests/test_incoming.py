@@ -15,6 +15,15 @@ from .. import compat
 from .common import SENDER, GraphTransactionCase
 
 REFUSED_DOMAIN = "nowhere.example"
+# An incoming server's own sign-in: the fake's app, application mode, another mailbox than the outgoing server's
+OWN_SIGN_IN = {
+    "graph_credentials": "own",
+    "graph_own_auth_mode": "application_secret",
+    "graph_own_client_id": DEFAULTS["client_id"],
+    "graph_own_client_secret": DEFAULTS["client_secret"],
+    "graph_own_tenant_id": DEFAULTS["tenant_id"],
+    "graph_own_mailbox": "sales@contoso.onmicrosoft.com",
+}
 
 
 def _reply(to, in_reply_to, subject, body, sender="zoe@fabrikam.example", message_id=None):
@@ -279,17 +288,12 @@ class TestGraphIncomingMailServer(GraphTransactionCase):
 
     def _own(self, **values):
         """An incoming server that signs in by itself (no outgoing server involved)."""
-        defaults = {
-            "name": "Support over Graph",
-            "server_type": "graph",
-            "graph_credentials": "own",
-            "graph_own_auth_mode": "application_secret",
-            "graph_own_client_id": DEFAULTS["client_id"],
-            "graph_own_client_secret": DEFAULTS["client_secret"],
-            "graph_own_tenant_id": DEFAULTS["tenant_id"],
-            "graph_own_mailbox": "sales@contoso.onmicrosoft.com",
-            "object_id": self.env["ir.model"]._get("res.partner").id,
-        }
+        defaults = dict(
+            OWN_SIGN_IN,
+            name="Support over Graph",
+            server_type="graph",
+            object_id=self.env["ir.model"]._get("res.partner").id,
+        )
         defaults.update(values)
         incoming = self.env["fetchmail.server"].create(defaults)
         connection = incoming.graph_mail_server_id
@@ -341,14 +345,7 @@ class TestGraphIncomingMailServer(GraphTransactionCase):
         self.assertEqual(incoming.state, "done")
 
     def test_switching_an_incoming_server_to_its_own_sign_in(self):
-        self.incoming.write({
-            "graph_credentials": "own",
-            "graph_own_auth_mode": "application_secret",
-            "graph_own_client_id": DEFAULTS["client_id"],
-            "graph_own_client_secret": DEFAULTS["client_secret"],
-            "graph_own_tenant_id": DEFAULTS["tenant_id"],
-            "graph_own_mailbox": "sales@contoso.onmicrosoft.com",
-        })  # fmt: skip
+        self.incoming.write(OWN_SIGN_IN)
         connection = self.incoming.graph_mail_server_id
         self.assertTrue(connection.graph_receive_only)
         self.assertEqual(self.server.graph_sender_email, SENDER, "the outgoing server it used is untouched")
