@@ -129,12 +129,24 @@ class Browser:
         self.until(element.is_enabled, f"{css} enabled")
         element.click()
 
-    def settle(self, blur: bool = True) -> None:
-        """Wait until Odoo is idle: page loaded, fonts ready, no RPC in flight, no UI block."""
+    def park_mouse(self) -> None:
+        """The pointer out of the page (above its top left corner): no hover effect (an underlined field, a
+        darker button or list row) in the picture. Chromium then sends the page mouseleave, so nothing is under
+        the pointer; any point inside the page is over something in one view or another."""
+        self.driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": -1, "y": -1})
+
+    def settle(self, blur: bool = True, park: Optional[bool] = None) -> None:
+        """Wait until Odoo is idle: page loaded, fonts ready, no RPC in flight, no UI block, no animation (a
+        notification fading in, a hover effect fading out) under way. park (default: as blur) moves the pointer
+        off the content first."""
+        if blur if park is None else park:
+            self.park_mouse()
         self.until(
             lambda: self.driver.execute_script(
                 "return document.readyState === 'complete' && document.fonts.status === 'loaded'"
                 " && !document.querySelector('.o_loading_indicator, .o_blockUI')"
+                " && document.getAnimations().every((a) => a.playState !== 'running'"
+                " || a.effect.getComputedTiming().iterations === Infinity)"
             ),
             "Odoo idle",
         )
@@ -150,7 +162,7 @@ class Browser:
             "requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"
         )
 
-    def fit_height(self, css: str = ".o_content", limit: int = 1600) -> None:
+    def fit_height(self, css: str = ".o_content", limit: int = 2400) -> None:
         """Grow the viewport so that the scrolling area of the action shows whole (up to limit pixels)."""
         needed = self.driver.execute_script(
             "const area = document.querySelector(arguments[0]);"
@@ -160,9 +172,16 @@ class Browser:
         )
         self.resize(min(max(self.height, needed), limit))
 
-    def shoot(self, name: str, settle: bool = True, blur: bool = True) -> None:
+    def show_down_to(self, element: WebElement, below: int = 0, limit: int = 2400) -> None:
+        """Grow the viewport so that it shows element and below pixels under it (up to limit pixels)."""
+        needed = self.driver.execute_script(
+            "return Math.ceil(arguments[0].getBoundingClientRect().bottom + arguments[1]);", element, below
+        )
+        self.resize(min(max(self.height, needed), limit))
+
+    def shoot(self, name: str, settle: bool = True, blur: bool = True, park: Optional[bool] = None) -> None:
         if settle:
-            self.settle(blur)
+            self.settle(blur, park)
         path = self.out / f"{name}.png"
         self.driver.save_screenshot(str(path))
         self.saved.append(path)
@@ -256,6 +275,16 @@ def shoot_all(browser: Browser, rpc: Odoo, server_id: int, no_actions: bool) -> 
         ),
         "only the addon (and its bridge) listed",
     )
+    # The category counters of the side panel come by another call, which can end after the cards: wait until
+    # they count the modules found (2), not those of every module listed before the search.
+    browser.until(
+        lambda: browser.driver.execute_script(
+            "const cards = document.querySelectorAll('.o_kanban_record:not(.o_kanban_ghost)').length;"
+            "return [...document.querySelectorAll('.o_search_panel .o_search_panel_counter')]"
+            ".every((counter) => parseInt(counter.textContent.replace(/\\D/g, ''), 10) <= cards);"
+        ),
+        "search panel counters of the search",
+    )
     browser.shoot("apps-module")
 
     step("Settings > Technical: the Email menu")
@@ -319,25 +348,28 @@ def shoot_all(browser: Browser, rpc: Odoo, server_id: int, no_actions: bool) -> 
     if not no_actions:
         step("Test Connection")
         browser.click(".o_form_statusbar button[name=test_smtp_connection]")
-        browser.wait(".o_notification", "Connection to Microsoft Graph successful")
-        # Notifications close after a few seconds: shoot at once, the page is already idle.
-        browser.shoot("test-connection-success", settle=False)
-        browser.until(
-            lambda: not browser.driver.find_elements(By.CSS_SELECTOR, ".o_notification"),
-            "notification closed",
-        )
+        shoot_notification(browser, "test-connection-success", "Connection to Microsoft Graph successful")
 
         step("Send Test Email")
         browser.click(".o_form_statusbar button[name=action_graph_send_test_email]")
-        browser.wait(".o_notification", "Test mail sent to")
-        browser.shoot("send-test-email-success", settle=False)
+        shoot_notification(browser, "send-test-email-success", "Test mail sent to")
 
     step("The Graph mail server: Graph API Logs tab")
     browser.open(server_form)
     browser.wait(".o_form_view .o_mail_graph_api_state", "Connected")
     form_tab(browser, "graph_logs")
     browser.wait(".o_form_view div[name=graph_log_ids] .o_data_row")
+    # The newest rows are the demo's bounce fetch and this run's calls: show down to the 40 MB mail's "send"
+    # and the first three of its uploadChunk rows (the calls of a large mail), as the documentation says.
+    operations = browser.driver.find_elements(
+        By.CSS_SELECTOR, ".o_form_view div[name=graph_log_ids] .o_data_row td[name=operation]"
+    )
+    send = next((cell for cell in operations if cell.text.strip() == "send"), None)
+    if send is None:
+        raise RuntimeError("no 'send' row on the first page of the server's Graph API Logs: is this the demo?")
+    browser.show_down_to(send, below=3 * send.size["height"] + 8)
     browser.shoot("mail-server-logs-tab")
+    browser.resize(browser.height)
 
     step("Settings > Technical > Email > Graph API Logs")
     browser.open(f"/odoo/{LOG_LIST_ACTION}?debug=1")
@@ -354,6 +386,24 @@ def shoot_all(browser: Browser, rpc: Odoo, server_id: int, no_actions: bool) -> 
     finally:
         restore_demo(rpc, server_id, before)
     shoot_incoming_own_sign_in(browser)
+
+
+def shoot_notification(browser: Browser, name: str, text: str) -> None:
+    """The notification a server button gives, whole: Odoo closes it after 4 s unless the pointer is on it, so
+    the pointer rests on it while the picture waits for its fade-in and for the button's call to end."""
+    notification = browser.wait(".o_notification", text)
+    body = notification.find_element(By.CSS_SELECTOR, ".o_notification_body")
+    ActionChains(browser.driver).move_to_element(body).perform()
+    browser.until(
+        lambda: not browser.driver.find_elements(By.CSS_SELECTOR, ".o_form_statusbar button:disabled"),
+        "the server's buttons enabled again",
+    )
+    browser.shoot(name, park=False)
+    notification.find_element(By.CSS_SELECTOR, ".o_notification_close").click()
+    browser.until(
+        lambda: not browser.driver.find_elements(By.CSS_SELECTOR, ".o_notification"),
+        "notification closed",
+    )
 
 
 def demo_state(rpc: Odoo, server_id: int) -> dict:

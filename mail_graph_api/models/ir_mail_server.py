@@ -294,6 +294,7 @@ class IrMailServer(models.Model):
             graph_token_version=max(self.mapped("graph_token_version") or [0]) + 1,
         )
 
+    @api.depends("smtp_authentication", "use_graph_api")  # 16.0+: Odoo's field (a new server's note follows)
     def _compute_smtp_authentication_info(self):
         graph = self.filtered("use_graph_api")
         for server in graph:

@@ -110,3 +110,14 @@ class TestGraphConfig(GraphTransactionCase):
             "//header",
         ):
             self.assertEqual(len(form.xpath(xpath)), 1, xpath)
+
+    def test_the_authentication_note_follows_the_graph_switch_on_a_new_server(self):
+        if "smtp_authentication_info" not in self.env["ir.mail_server"]._fields:
+            self.skipTest("Odoo's authentication note exists from 16.0 on")
+        with Form(self.env["ir.mail_server"]) as form:
+            form.name = "New Graph server"
+            form.use_graph_api = True
+            self.assertIn("Microsoft Graph (HTTPS)", form.smtp_authentication_info)
+            form.use_graph_api = False
+            self.assertNotIn("Microsoft Graph", form.smtp_authentication_info or "")
+            form.smtp_host = "smtp.example.com"
