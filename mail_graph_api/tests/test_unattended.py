@@ -255,6 +255,7 @@ class TestGraphUnattended(GraphTransactionCase):
     def test_a_mail_beyond_the_rate_limit_waits_queued_then_goes(self):
         self.connect_server()
         self.server.graph_rate_limit = 2
+        self.fake.configure(message_rate_limit=2)  # Exchange's side: a surplus would leave late
         self.mark()
         mails = self._queue(3)
         with mute_logger("odoo.addons.mail.models.mail_mail", "odoo.addons.mail_graph_api.session"):
@@ -267,9 +268,11 @@ class TestGraphUnattended(GraphTransactionCase):
         compat.invalidate(self.server)
         self.assertEqual(self.server.graph_usage_minute, 2)
         self._age_sends(datetime.timedelta(minutes=2))
+        self.fake.advance_clock(120)  # the same two minutes at Microsoft
         self.env["mail.mail"].process_email_queue(waiting.ids)
         self.assertEqual(waiting.state, "sent")
         self.assertEqual(len(self.sent()), 3, "sent once, when its slot came")
+        self.assertEqual([m["delayed"] for m in self.sent()], [False] * 3, "Exchange never had to hold one back")
 
     def test_mails_waiting_for_the_quota_are_scheduled_in_line_and_skipped_until_then(self):
         self.connect_server()
@@ -292,6 +295,7 @@ class TestGraphUnattended(GraphTransactionCase):
 
     def test_the_daily_recipient_limit_counts_each_recipient_and_is_shared_by_the_mailbox(self):
         self.connect_server()
+        self.fake.configure(daily_recipient_limit=5)  # Exchange's side: past it, an NDR 5.1.90 for the whole mail
         self.server.write({"graph_rate_limit": 0, "graph_daily_recipient_limit": 5})
         twin = self.env["ir.mail_server"].create(
             self.graph_server_values(name="same mailbox", graph_rate_limit=0, graph_daily_recipient_limit=5)
@@ -310,8 +314,10 @@ class TestGraphUnattended(GraphTransactionCase):
         self.assertEqual(self.server.graph_usage_day, 3)
         self.assertAlmostEqual(self.server.graph_usage_percent, 60.0)
         self._age_sends(datetime.timedelta(hours=25))
+        self.fake.advance_clock(25 * 3600)
         self.env["mail.mail"].process_email_queue(second.ids)
         self.assertEqual(second.state, "sent")
+        self.assertEqual([m["ndr"] for m in self.sent()], [None, None], "no mail bounced for the daily limit")
 
 
 @tagged("post_install", "-at_install", "mail_graph_api")
