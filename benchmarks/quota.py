@@ -59,7 +59,7 @@ def measure_quota(
             queued = instance.call(f"{JOBS}:queue", count=copies, server_id=servers[0], label=label)
             mark = len(fake.messages())
             drained = instance.call(f"{JOBS}:drain", ids=queued["ids"], timeout=max(600.0, ideal * 3))
-            ours = set(queued["message_ids"])
+            ours = set(instance.call(f"{JOBS}:message_ids", label=label))
             received = [m for m in fake.messages()[mark:] if m["internet_message_id"] in ours]
             counts = Counter(m["internet_message_id"] for m in received)
             leg = dict(
@@ -72,7 +72,7 @@ def measure_quota(
                 delayed=sum(1 for m in received if m.get("delayed")),
                 ndr=sum(1 for m in received if m.get("ndr")),
                 sent_by_fake=dict(Counter(m["mailbox"] for m in received)),
-                **instance.call(f"{JOBS}:pool_rows", message_ids=queued["message_ids"]),
+                **instance.call(f"{JOBS}:pool_rows", label=label),
             )
             results["legs"][label] = leg
             say(
