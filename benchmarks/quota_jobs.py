@@ -91,8 +91,8 @@ def drain(env, ids: List[int], tick: float = 1.0, timeout: float = 3600) -> Dict
 
 def message_ids(env, label: str) -> List[str]:
     """The Message-IDs of one leg's mails (by subject: 2,000 of them do not fit on a command line)."""
-    env.cr.execute("SELECT message_id FROM mail_mail WHERE subject LIKE %s", (f"[quota bench {label}] #%",))
-    return [row[0] for row in env.cr.fetchall()]
+    mails = env["mail.mail"].sudo().search([("subject", "=like", f"[quota bench {label}] #%")])
+    return mails.mapped("message_id")  # subject and Message-ID live on mail.message (_inherits)
 
 
 def pool_rows(env, label: str) -> Dict:
