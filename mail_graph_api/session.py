@@ -121,6 +121,7 @@ class GraphSession:
         self._kept = None  # the batch's own cursor for log rows, closed at quit()
         self._members = {}  # sessions of the mailbox pool's other servers, opened when this quota is spent
         self._waiting = 0  # mails of this batch left waiting for the quota
+        self._pool = None  # the mailbox pool's other servers, once needed
         self._client = GraphMailClient(
             server._graph_credentials(),
             token_provider=token_source,
@@ -184,7 +185,7 @@ class GraphSession:
         """This mailbox's quota is spent: the next server of its pool with room sends the mail (issue #16).
         The duplicate guard already ran for this mail; each member takes its own slot, so two workers never
         overfill a member either. True when a member sent it."""
-        for member in self._server._graph_pool_members():
+        for member in self._pool_members():
             session = self._member_session(member)
             session._prepare(message, to_addrs)
             try:
@@ -214,8 +215,14 @@ class GraphSession:
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         if not wait.per_minute or wait.next_slot - now > quota.MINUTE:
             return wait
-        per_minute = wait.per_minute + sum(member.graph_rate_limit for member in self._server._graph_pool_members())
+        per_minute = wait.per_minute + sum(member.graph_rate_limit for member in self._pool_members())
         return wait.later((self._waiting - 1) // per_minute)
+
+    def _pool_members(self):
+        """The pool's other servers, looked up once per batch (only once this mailbox is full)."""
+        if self._pool is None:
+            self._pool = self._server._graph_pool_members()
+        return self._pool
 
     def _member_session(self, member):
         session = self._members.get(member.id)
