@@ -96,6 +96,24 @@ def setup_records(env, records: int, customers: int, ghosts: int) -> Dict:
     return {"alias": alias.display_name, "records": len(deals), "ghosts": len(ghost_partners)}
 
 
+def _profiler():
+    """MAIL_GRAPH_PROFILE=<dir>: cProfile statistics of each side's drains there (slower: not for figures)."""
+    if not os.environ.get("MAIL_GRAPH_PROFILE"):
+        return None
+    import cProfile
+
+    return cProfile.Profile()
+
+
+def _save_profile(profiler, side: str) -> None:
+    if profiler is None:
+        return
+    profiler.disable()
+    folder = os.environ["MAIL_GRAPH_PROFILE"]
+    os.makedirs(folder, exist_ok=True)
+    profiler.dump_stats(os.path.join(folder, f"{side}-{os.getpid()}.prof"))
+
+
 def _commits(env) -> int:
     """Transactions committed in this database so far (PostgreSQL's statistics; nothing else works in this
     database during a drain). PostgreSQL 15 publishes a backend's counts when it goes idle, at most once a
@@ -163,12 +181,8 @@ def drain_graph(env, max_rounds: int = 50) -> Dict:
     wall, cpu = time.perf_counter(), time.process_time()
     rounds: List[List[int]] = []
     errors: List[str] = []
-    profile = os.environ.get("MAIL_GRAPH_PROFILE")  # a path: cProfile statistics of the drain (not for figures)
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
+    profiler = _profiler()
+    if profiler is not None:
         profiler.enable()
     while len(rounds) < max_rounds:
         try:
@@ -181,9 +195,7 @@ def drain_graph(env, max_rounds: int = 50) -> Dict:
         if (processed, failed) == (0, 0):
             break
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if profiler is not None:
-        profiler.disable()
-        profiler.dump_stats(profile)
+    _save_profile(profiler, "graph")
     env.cr.commit()
     commits = _commits(env) - commits - 1
     inboxes.invalidate_recordset()
@@ -243,18 +255,24 @@ def drain_imap(env, server_id: int, max_rounds: int = 50) -> Dict:
     rounds: List[int] = []
     errors: List[str] = []
     left = _unseen(server)
+    profiler = _profiler()
     while left and len(rounds) < max_rounds:
         started_wall, started_cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         try:
             server.fetch_mail(raise_exception=False)
         except Exception as exc:
             env.cr.rollback()
             errors.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+        if profiler is not None:
+            profiler.disable()
         wall += time.perf_counter() - started_wall
         cpu += time.process_time() - started_cpu
         now_left = _unseen(server)
         rounds.append(left - now_left)
         left = now_left
+    _save_profile(profiler, "imap")
     env.cr.commit()
     commits = _commits(env) - commits - 1
     return {

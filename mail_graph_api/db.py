@@ -1,7 +1,11 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl-3.0).
 """Our own short transactions beside the mail's, under Odoo's REPEATABLE READ and concurrent workers."""
 
+import threading
+
 from psycopg2.errors import SerializationFailure
+
+_sends = threading.local()
 
 SERIALIZATION_ATTEMPTS = 5
 
@@ -19,6 +23,16 @@ def retry_serialization(work, before_retry=None, attempts=SERIALIZATION_ATTEMPTS
             if before_retry is not None:
                 before_retry()
     return None
+
+
+def count_send():
+    """Called by every ``ir.mail_server.send_email``: a mail leaves the building from this thread now."""
+    _sends.count = getattr(_sends, "count", 0) + 1
+
+
+def sends_so_far():
+    """Mails this thread has handed to a mail server so far: compared before and after work that may send."""
+    return getattr(_sends, "count", 0)
 
 
 class KeptCursor:

@@ -105,10 +105,22 @@ def throttled_mid_page(incoming: Incoming) -> tuple:
 
 def worker_killed_mid_batch(incoming: Incoming) -> tuple:
     ids = [incoming.reply(f"killed {n}") for n in range(12)]
-    after = incoming.worker(die_after_commits=4)  # after a commit, before the message was filed
-    before = incoming.worker(die_before_commit=3)  # before a commit: Odoo's work on it is lost with the worker
+    # Commit 1 files what an earlier fetch left; commit 2 is the batch's processing and outcome rows.
+    before = incoming.worker(die_before_commit=2)  # Odoo's work on the batch is lost with the worker
+    after = incoming.worker(die_after_commits=2)  # committed, not filed yet
     survivor = incoming.worker()
-    return ids, f"worker exits {after}, {before} (killed), then {survivor}"
+    return ids, f"worker exits {before}, {after} (killed before and after the batch's commit), then {survivor}"
+
+
+def concurrent_update_mid_batch(incoming: Incoming) -> tuple:
+    ids = [incoming.reply(f"refused {n}") for n in range(6)]
+    refused = incoming.worker(refuse_snapshot_at=4)
+    errors = sum(1 for m in incoming.stack.fake.mailbox_messages(SENDER) if m["folder"] == "Odoo Errors")
+    survivor = incoming.worker()
+    return (
+        ids,
+        f"snapshot refused at the 4th message: batch rolled back (exit {refused}), {errors} in errors; then {survivor}",
+    )
 
 
 def unparsable_message(incoming: Incoming) -> tuple:
@@ -136,6 +148,7 @@ KINDS = [
     ("delta token expired (410)", delta_token_expired),
     ("throttled mid-page and mid-batch", throttled_mid_page),
     ("worker killed mid-batch (after and before a commit)", worker_killed_mid_batch),
+    ("concurrent update mid-batch (serialization failure)", concurrent_update_mid_batch),
     ("unparsable and unroutable messages", unparsable_message),
     ("two workers fetch the same inbox", two_workers_at_once),
 ]

@@ -154,14 +154,33 @@ def _compat():
     return compat
 
 
-def fetch_inbox(env, inbox_id: int, die_after_commits: int = 0, die_before_commit: int = 0) -> Dict[str, Any]:
+def fetch_inbox(
+    env, inbox_id: int, die_after_commits: int = 0, die_before_commit: int = 0, refuse_snapshot_at: int = 0
+) -> Dict[str, Any]:
     """A worker fetching a Graph inbox, as the cron does. ``die_after_commits``: the process dies (kill -9
-    style, no cleanup) right after its Nth commit of a processed message, before filing it;
-    ``die_before_commit``: right before its Nth commit (Odoo's work on that message is lost with it)."""
+    style, no cleanup) right after its Nth commit (the 2nd: a batch's processing, before it is filed);
+    ``die_before_commit``: right before its Nth commit (Odoo's work on that batch is lost with it);
+    ``refuse_snapshot_at``: PostgreSQL refuses the snapshot while the Nth message is processed, as when another
+    worker changed the same record (the batch is rolled back)."""
     import os
+
+    from psycopg2.errors import SerializationFailure
 
     from odoo.addons.mail_graph_api.models import mail_graph_inbox
 
+    if refuse_snapshot_at:
+        Thread = type(env["mail.thread"])
+        process = Thread.message_process
+        seen = {"n": 0}
+
+        def message_process(thread, *args, **kwargs):
+            seen["n"] += 1
+            result = process(thread, *args, **kwargs)
+            if seen["n"] == refuse_snapshot_at:
+                raise SerializationFailure("could not serialize access due to concurrent update")
+            return result
+
+        Thread.message_process = message_process
     commits = {"n": 0}
     original = mail_graph_inbox.MailGraphInbox._commit
 

@@ -18,7 +18,7 @@ from graph_mail import (
     resolve_cloud,
 )
 
-from .. import compat, quota
+from .. import compat, db, quota
 from ..oauth_state import make_state
 from ..session import GraphSession
 from ..tokens import ServerTokenSource
@@ -740,6 +740,7 @@ class IrMailServer(models.Model):
 
     @api.model
     def send_email(self, message, *args, **kwargs):
+        db.count_send()  # an incoming batch commits at once when processing a message sent mail (inbox)
         params = compat.named_arguments(compat.SEND_EMAIL_PARAMS, args, kwargs)
         session = params.get("smtp_session")
         own_session = False

@@ -9,6 +9,9 @@ behave as they do there. Then the message is marked read and filed (processed or
 Nothing lost, nothing processed twice (docs/architecture.md, "What comes back"):
 - a message's outcome row (unique per inbox and Graph id) is written in the SAME transaction as Odoo's
   processing: after a crash either both exist or neither, and a second worker's identical insert fails;
+- one transaction per batch of messages (a savepoint each), not per message as fetchmail: Odoo's caches stay
+  warm across the batch. A message whose processing sent mail is committed at once, so a crash cannot send it
+  again; a concurrent update (serialization failure) rolls the batch back for the next fetch;
 - the delta link only advances after a whole page is handled; a page read again skips what has an outcome;
 - filing (mark read, move) happens after the commit and is retried at the next fetch until it succeeds;
 - the first sync reads only mail received from the moment the inbox was connected.
@@ -18,6 +21,7 @@ import datetime
 import logging
 
 from psycopg2 import IntegrityError
+from psycopg2.extensions import TransactionRollbackError
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
@@ -25,7 +29,7 @@ from odoo.exceptions import UserError
 from graph_mail import GraphApiError, GraphMailClient, GraphMailError, MailboxReader, SyncStateLost, Timeouts
 from graph_mail.inbox import BATCH_LIMIT, parse_received
 
-from .. import compat
+from .. import compat, db
 from ..db import KeptCursor
 from ..tokens import ServerTokenSource
 
@@ -127,10 +131,17 @@ class MailGraphInbox(models.Model):
             run.file_pending()
             run.walk()
         except GraphMailError as error:
+            run.commit()  # what the batch processed before Graph failed is kept
             run.log(None, error)
             self._write_state({"last_error": str(error)[:2000], "last_fetch": fields.Datetime.now()})
             # Nothing is lost: the delta link did not move past what failed; the next fetch resumes there.
             _logger.warning("Graph inbox %s: fetch stopped: %s", self.name, error)
+        except TransactionRollbackError as error:
+            # Another worker changed a row this batch also changes: the batch (processing and outcome rows) is
+            # rolled back whole and read again at the next fetch, not marked failed.
+            run.rolled_back()
+            self._write_state({"last_error": _("Stopped by a concurrent update: %s", error)[:2000]})
+            _logger.info("Graph inbox %s: batch rolled back after a concurrent update: %s", self.name, error)
         else:
             run.log(None)
             self._write_state({"last_error": False, "last_fetch": fields.Datetime.now()})
@@ -147,6 +158,10 @@ class MailGraphInbox(models.Model):
     def _commit(self):
         if not compat.registry_in_test_mode(self.env):
             self.env.cr.commit()
+
+    def _rollback(self):
+        if not compat.registry_in_test_mode(self.env):
+            self.env.cr.rollback()
 
     def _try_lock(self):
         self.env.cr.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self.id))
@@ -205,6 +220,8 @@ class MailGraphInbox(models.Model):
             if _ONCE_INDEX not in str(exc):
                 return self._failed(values, exc)
             return "skipped", _("already processed by another worker")
+        except TransactionRollbackError:
+            raise  # not the message's fault: the whole batch is taken back (_fetch_one)
         except Exception as exc:  # Odoo's gateway raises anything; one message must not block the rest
             return self._failed(values, exc)
         return "processed", detail
@@ -269,6 +286,7 @@ class _Run:
         self.server = inbox.mail_server_id  # only its id is used from here on: no read after a commit
         self.options = inbox._options(fetchmail_server)
         self.rows = []
+        self.uncommitted = []  # (message, state, detail) processed in the open transaction
         self.last_received = None
         # One cursor of our own for the log rows of the whole run (in tests the test's transaction serves).
         in_tests = compat.registry_in_test_mode(inbox.env)
@@ -326,6 +344,7 @@ class _Run:
                     self.log(incoming.internet_message_id, mime)  # deleted or moved away by someone meanwhile
                     continue
                 self.process(incoming, mime)
+            self.commit()  # the batch's processing and outcome rows, before anything is filed
             self.file_pending()
             self.flush_logs()
         self.file_pending()  # processed earlier on this page, not filed yet
@@ -333,16 +352,35 @@ class _Run:
 
     def process(self, incoming, mime):
         inbox = self.inbox
+        sends = db.sends_so_far()
         state, detail = inbox._process(mime, incoming, self.options)
-        inbox._commit()
-        received = parse_received(incoming.received)
-        if received and (not self.last_received or received > self.last_received):
-            self.last_received = received  # written once per batch (file_pending)
-        self.log(incoming.internet_message_id, note=(state, detail))
-        if state == "processed":
-            self.processed += 1
-        elif state == "failed":
-            self.failed += 1
+        self.log(incoming.internet_message_id)
+        self.uncommitted.append((incoming, state, detail))
+        if db.sends_so_far() != sends:
+            self.commit()  # it sent mail (an auto-reply, a bounce to the author): never again after a crash
+
+    def commit(self):
+        """Commit the batch so far; only then do its messages count and get their outcome log rows."""
+        self.inbox._commit()
+        Log = self.inbox.env["mail.graph.api.log"]
+        for incoming, state, detail in self.uncommitted:
+            received = parse_received(incoming.received)
+            if received and (not self.last_received or received > self.last_received):
+                self.last_received = received  # written once per batch (file_pending)
+            outcome = {"processed": "ok", "failed": "error", "skipped": "skipped"}[state]
+            self.rows.append(
+                Log._row(self.server, incoming.internet_message_id, "receive", outcome, message=(detail or "")[:500])
+            )
+            if state == "processed":
+                self.processed += 1
+            elif state == "failed":
+                self.failed += 1
+        self.uncommitted = []
+
+    def rolled_back(self):
+        """Take back what the batch did since its last commit: it is read again at the next fetch."""
+        self.inbox._rollback()
+        self.uncommitted = []
 
     def file_pending(self):
         """Mark read and move what was processed and not filed yet (also what Graph failed to file at an
@@ -375,17 +413,11 @@ class _Run:
         if blocking is not None:
             raise blocking
 
-    def log(self, message_id, error=None, note=None):
-        """This run's Graph calls (and a row for the message's outcome), for the Graph API Logs: written by
-        :meth:`flush_logs` on a cursor of the run's own, once per batch of messages."""
-        Log = self.inbox.env["mail.graph.api.log"]
+    def log(self, message_id, error=None):
+        """This run's Graph calls, for the Graph API Logs: written by :meth:`flush_logs` on a cursor of the
+        run's own, once per batch of messages (with the messages' outcomes, :meth:`commit`)."""
         calls, self.calls[:] = list(self.calls), []
-        server = self.server
-        self.rows += Log._call_rows(server, calls, message_id, error)
-        if note is not None:
-            state, detail = note
-            outcome = {"processed": "ok", "failed": "error", "skipped": "skipped"}[state]
-            self.rows.append(Log._row(server, message_id, "receive", outcome, message=(detail or "")[:500]))
+        self.rows += self.inbox.env["mail.graph.api.log"]._call_rows(self.server, calls, message_id, error)
 
     def flush_logs(self):
         rows, self.rows = self.rows, []

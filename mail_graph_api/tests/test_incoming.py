@@ -4,6 +4,9 @@
 import datetime
 import email.utils
 import time
+from unittest.mock import patch
+
+from psycopg2.errors import SerializationFailure
 
 from odoo.exceptions import UserError
 from odoo.tests import tagged
@@ -202,6 +205,74 @@ class TestGraphIncoming(GraphTransactionCase):
         with mute_logger("odoo.sql_db"):
             self.assertEqual(self.inbox._process(mime, incoming, self.inbox._options())[0], "skipped")
         self.assertEqual(len(self._thread_messages(self.deal)), before + 1)
+
+    def _replies(self, *subjects):
+        message = self._post_and_send(self.customer)
+        for subject in subjects:
+            self.fake.deliver(SENDER, _reply(SENDER, message.message_id, subject, f"Answer {subject}"))
+
+    def _around_processing(self, before):
+        """Odoo's gateway, with ``before(thread, subject)`` called first for each message."""
+        Thread = type(self.env["mail.thread"])
+        original = Thread.message_process
+
+        def message_process(thread, model, message, *args, **kwargs):
+            before(thread, email.message_from_bytes(message)["Subject"])
+            return original(thread, model, message, *args, **kwargs)
+
+        return patch.object(Thread, "message_process", message_process)
+
+    def test_a_batch_is_one_transaction_committed_at_once_when_a_message_sent_mail(self):
+        """Messages share one transaction per batch (Odoo's caches stay warm), but a message whose processing
+        sent mail (an auto-reply, a bounce to its author) is committed at once: a crash cannot send it again."""
+        self._replies("Re: A", "Re: B", "Re: C")
+        processed, commits = [], []
+
+        def before(thread, subject):
+            processed.append(subject)
+            if subject == "Re: B":  # as Odoo's _routing_create_bounce_email does: a mail sent while processing
+                Server = thread.env["ir.mail_server"]
+                Server.send_email(compat.build_email(Server, SENDER, ["zoe@fabrikam.example"], "Auto-reply", "Hi"))
+
+        Inbox = type(self.inbox)
+        with self._around_processing(before), patch.object(
+            Inbox, "_commit", lambda inbox: commits.append(processed[:])
+        ):
+            self.assertEqual(self.inbox._fetch(), (3, 0))
+        self.assertEqual(sorted(processed), ["Re: A", "Re: B", "Re: C"])
+        during = [done for done in commits if 0 < len(done) < 3]
+        self.assertEqual(len(during), 1, f"one commit inside the batch, right after the mail was sent: {commits}")
+        self.assertEqual(during[0][-1], "Re: B")
+        self.assertEqual(len(self._folder("Odoo Processed")), 3)
+
+    def test_a_concurrent_update_takes_the_batch_back_instead_of_failing_its_messages(self):
+        """PostgreSQL refuses the batch's snapshot (another worker changed the same record): nothing is marked
+        failed nor filed in errors; the next fetch reads the messages again and processes each once."""
+        self._replies("Re: one", "Re: two")
+        refused = []
+
+        def before(thread, subject):
+            if subject == "Re: two" and not refused:
+                refused.append(subject)
+                raise SerializationFailure("could not serialize access due to concurrent update")
+
+        link = self.inbox.delta_link
+        with self._around_processing(before), mute_logger("odoo.addons.mail_graph_api.models.mail_graph_inbox"):
+            self.assertEqual(self.inbox._fetch(), (0, 0), "nothing counted: the batch was taken back")
+        self.assertIn("concurrent update", self.inbox.last_error)
+        self.assertEqual(self.inbox.delta_link, link, "the delta link did not move past the batch")
+        self.assertFalse(self._outcomes().filtered(lambda m: m.state == "failed"))
+        self.assertEqual(self._folder("Odoo Errors"), [])
+        self.assertEqual(len(self._folder("Inbox")), 2, "both still in the Inbox")
+        count = len(self._thread_messages(self.deal))
+        # In tests the transaction cannot be rolled back: the first message stays processed (and is skipped);
+        # in production it is rolled back with the batch and processed again here.
+        processed, failed = self.inbox._fetch()
+        self.assertEqual(failed, 0)
+        self.assertFalse(self.inbox.last_error)
+        self.assertEqual(len(self._thread_messages(self.deal)), count + processed)
+        self.assertEqual(sorted(self._outcomes().mapped("subject")), ["Re: one", "Re: two"])
+        self.assertEqual(len(self._folder("Odoo Processed")), 2)
 
     def test_option_off_switches_reading_off_and_back_from_now(self):
         self.assertTrue(self.server.graph_fetch_inbox, "on by default")
