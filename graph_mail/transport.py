@@ -17,10 +17,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from .errors import TransportError
 
@@ -44,8 +46,37 @@ _session: Optional[requests.Session] = None
 _session_lock = threading.Lock()
 
 
+class _OwnHeadersOnly(AuthBase):
+    """Our Authorization header is the only one: requests would otherwise look for a ``.netrc`` entry on every
+    request and, finding one for the host, replace the Bearer token with Basic credentials."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class _Session(requests.Session):
+    """A worker's environment (proxies, CA bundle) does not change while it runs: requests reads it on every
+    request, this session once per scheme and host (a measurable share of the CPU of a small Graph call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth = _OwnHeadersOnly()
+        self._environment: Dict[Tuple[str, str], Dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = settings
+        return dict(settings, proxies=dict(settings["proxies"]))
+
+
 def _new_session() -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     # Pool sized for a worker pool sending in parallel; no transparent retries (see module doc).
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
     session.mount("https://", adapter)

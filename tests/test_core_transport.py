@@ -198,3 +198,36 @@ def test_injected_session_replaces_the_shared_one():
     finally:
         set_session(None)
     assert transport_module.get_session() is not custom
+
+
+def test_the_environment_is_read_once_per_host(monkeypatch):
+    """requests reads proxies and CA bundle from the environment on every request; ours once per host."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    reads = []
+    parent = requests.Session.merge_environment_settings
+
+    def spy(self, url, *args):
+        reads.append(url)
+        return parent(self, url, *args)
+
+    monkeypatch.setattr(requests.Session, "merge_environment_settings", spy)
+    session = transport_module._new_session()
+    for path in ("a", "b", "c"):
+        settings = session.merge_environment_settings(f"https://graph.example/{path}", {}, None, None, None)
+        assert settings["proxies"]["https"] == "http://proxy.example:3128"  # the proxy still applies
+    session.merge_environment_settings("https://login.example/token", {}, None, None, None)
+    assert reads == ["https://graph.example/a", "https://login.example/token"]
+    # A request with its own settings is not cached.
+    session.merge_environment_settings("https://graph.example/d", {}, None, False, None)
+    assert len(reads) == 3
+
+
+def test_a_netrc_entry_never_replaces_the_bearer_token(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine graph.example login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    request = requests.Request("GET", "https://graph.example/v1.0/me", headers={"Authorization": "Bearer token"})
+    assert requests.Session().prepare_request(request).headers["Authorization"].startswith("Basic")  # requests' own
+    prepared = transport_module._new_session().prepare_request(request)
+    assert prepared.headers["Authorization"] == "Bearer token"
