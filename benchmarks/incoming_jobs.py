@@ -261,7 +261,7 @@ def drain_imap(env, server_id: int, max_rounds: int = 50) -> Dict:
         if profiler is not None:
             profiler.enable()
         try:
-            server.fetch_mail(raise_exception=False)
+            server.fetch_mail()  # on every series (18.0's raise_exception only matters when a server fails)
         except Exception as exc:
             env.cr.rollback()
             errors.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
