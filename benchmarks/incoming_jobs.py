@@ -172,6 +172,8 @@ def _control(control_url: str, path: str, payload=None):
 
 def drain_graph(env, max_rounds: int = 50) -> Dict:
     """Fetch as the cron does (the inboxes of Graph servers) until a fetch finds nothing new."""
+    from odoo.addons.mail_graph_api import compat
+
     Inbox = env["mail.graph.inbox"]
     env.cr.commit()
     inboxes = Inbox.search([("mail_server_id.use_graph_api", "=", True), ("origin", "!=", "fetchmail")])
@@ -198,7 +200,7 @@ def drain_graph(env, max_rounds: int = 50) -> Dict:
     _save_profile(profiler, "graph")
     env.cr.commit()
     commits = _commits(env) - commits - 1
-    inboxes.invalidate_recordset()
+    compat.invalidate(inboxes)
     return {
         "commits": commits,
         "wall": wall,
