@@ -117,6 +117,11 @@ class GraphSession:
         self._throttled_until = 0.0
         # Read once per batch (not per mail): another worker's verdict counts from the next batch on, ours at once.
         self._needs_reauth = server.graph_connection_state == "reauth"
+        # Also once per batch: every mail's commit empties the ORM's cache, and reading one of these per mail
+        # fetched the server's whole row again for every mail (docs/performance.md). Edits count from the next batch.
+        self._force_from = server.graph_force_from
+        self._rate_limit = server.graph_rate_limit
+        self._daily_recipient_limit = server.graph_daily_recipient_limit
         self._stand_ins = set()  # deferred attachments of this batch, forgotten at quit()
         self._kept = None  # the batch's own cursor for log rows, closed at quit()
         self._members = {}  # sessions of the mailbox pool's other servers, opened when this quota is spent
@@ -261,8 +266,8 @@ class GraphSession:
             self.mailbox,
             Log.SENDING_OPERATIONS,
             copies,
-            server.graph_rate_limit,
-            server.graph_daily_recipient_limit,
+            self._rate_limit,
+            self._daily_recipient_limit,
         )
 
         def take_slot(cr):
@@ -325,7 +330,7 @@ class GraphSession:
     def _align_from(self, message):
         """Exchange refuses a From the mailbox has no Send As right on (ErrorSendAsDenied). Odoo may have put
         its notifications address or an author's own address there: keep the name, use the mailbox."""
-        if not self._server.graph_force_from:
+        if not self._force_from:
             return
         original = message["From"] or ""
         name, address = parseaddr(original)
