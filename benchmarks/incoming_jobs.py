@@ -235,7 +235,8 @@ def create_imap_server(env, port: int, user: str, password: str) -> Dict:
 
 
 def _unseen(server) -> int:
-    connection = server.connect()
+    connect = getattr(server, "_connect__", None) or server.connect  # 19.0 renamed it
+    connection = connect()
     try:
         connection.select()
         _, data = connection.search(None, "(UNSEEN)")
